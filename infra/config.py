@@ -1,0 +1,150 @@
+"""The stack's parameters, read from CDK context and validated before any construct exists.
+
+A typo or a bad value must stop `cdk synth` with one line that names the context key, not with
+a jsii stack trace from deep inside a construct. Context comes from `cdk.json`, `-c key=value`
+on the command line (always strings; pydantic coerces them) or a test's `App(context=...)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra import constants as c
+
+
+class ConfigError(Exception):
+    """Bad or missing context; the message says which key and what to do."""
+
+
+class InfraConfig(BaseModel):
+    """Everything a stage can vary. Field names are the context keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(default="dev", pattern=c.STAGE_PATTERN)
+    package: Path = Path("build/lambda/arm64")
+    account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+    registry_bucket: str | None = Field(default=None, pattern=c.BUCKET_PATTERN)
+    """An existing bucket to import; unset creates one."""
+    registry_prefix: str = Field(default="registry", pattern=c.PREFIX_PATTERN)
+    model_version: str | None = Field(default=None, pattern=c.MODEL_NAME_PATTERN)
+    model_alias: str | None = Field(default=None, pattern=c.MODEL_NAME_PATTERN)
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    deployment: Literal["canary", "linear", "all_at_once"] = "canary"
+    traffic_percent: int = Field(default=10, ge=1, le=99)
+    interval_minutes: int = Field(default=5, ge=1, le=60)
+
+    throttle_rate: float = Field(default=50.0, gt=0, le=10_000)
+    throttle_burst: int = Field(default=100, ge=1, le=5_000)
+    quota_per_day: int = Field(default=100_000, ge=1)
+
+    memory_mb: int = Field(default=1024, ge=128, le=10_240)
+    timeout_s: int = Field(default=20, ge=3, le=29)
+    """API Gateway gives up after 29 s, so a longer Lambda timeout buys nothing."""
+    reserved_concurrency: int | None = Field(default=None, ge=1)
+    snapstart: bool = False
+    log_retention_days: int = 30
+
+    waf_acl_arn: str | None = Field(default=None, pattern=c.WAF_ARN_PATTERN)
+    waf_managed: bool = False
+
+    alarm_email: str | None = Field(default=None, pattern=c.EMAIL_PATTERN)
+    alarm_5xx_rate: float = Field(default=0.05, gt=0, lt=1)
+    alarm_p99_ms: int = Field(default=3000, ge=50)
+    alarm_uncertain_ratio: float = Field(default=0.3, gt=0, lt=1)
+    alarm_min_predictions: int = Field(default=20, ge=1)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _known_retention(cls, value: int) -> int:
+        if value not in c.LOG_RETENTION:
+            raise ValueError(f"CloudWatch accepts one of {list(c.LOG_RETENTION)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_model(self) -> InfraConfig:
+        if (self.model_version is None) == (self.model_alias is None):
+            raise ValueError(
+                "set exactly one of model_version (a pinned version: each change is a canary "
+                "deployment) or model_alias (the API follows the alias at cold start)"
+            )
+        if self.waf_acl_arn and self.waf_managed:
+            raise ValueError("set waf_acl_arn (associate an existing web ACL) or waf_managed")
+        return self
+
+    @property
+    def model_ref(self) -> str:
+        """The version id or alias the API serves."""
+        return self.model_version or self.model_alias or ""
+
+    @property
+    def stack_name(self) -> str:
+        return f"{c.STACK_PREFIX}-{self.stage}"
+
+    def model_uri(self, bucket_name: str) -> str:
+        """`s3://bucket/prefix@ref`, the URI `wastesort.Classifier.load` takes."""
+        return f"s3://{bucket_name}/{self.registry_prefix}@{self.model_ref}"
+
+    def require_package(self) -> Path:
+        """Return the Lambda package directory, or explain how to build it.
+
+        Raises:
+            ConfigError: the directory or one of the handlers is missing.
+        """
+        missing = [f for f in c.PACKAGE_REQUIRED_FILES if not (self.package / f).is_file()]
+        if not self.package.is_dir() or missing:
+            raise ConfigError(
+                f"the Lambda package {str(self.package)!r} is missing or incomplete "
+                f"(needs {', '.join(c.PACKAGE_REQUIRED_FILES)}): run `make package` first, "
+                "or point -c package=<dir> at a built package"
+            )
+        return self.package
+
+    @classmethod
+    def from_context(cls, context: dict[str, Any]) -> InfraConfig:
+        """Validate the app's context.
+
+        Args:
+            context: all context values (`app.node.get_all_context()`); keys with `:` or `@`
+                belong to CDK itself and are ignored.
+
+        Raises:
+            ConfigError: an unknown key, a bad value, or a missing model.
+        """
+        ours = {k: v for k, v in context.items() if not any(ch in k for ch in ":@/")}
+        unknown = sorted(set(ours) - set(cls.model_fields))
+        if unknown:
+            hints = [_did_you_mean(k, list(cls.model_fields)) for k in unknown]
+            raise ConfigError("unknown context key " + "; ".join(hints))
+        try:
+            return cls.model_validate(ours)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["loc"]:
+            where = ".".join(str(p) for p in err["loc"])
+            msg = f"{where}: {msg} (got {err['input']!r})"
+        lines.append(msg)
+    return "bad CDK context: " + "; ".join(lines)

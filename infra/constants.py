@@ -1,0 +1,62 @@
+"""Every name the infrastructure shares with the code it deploys, in one place.
+
+The serving package, the pre-traffic hook, the EMF metrics and the device layout are defined
+elsewhere; the values here must match them, so they live in one file a reviewer can diff.
+"""
+
+from __future__ import annotations
+
+APP_NAME = "wastesort"
+STACK_PREFIX = "wastesort"
+
+# The Lambda package built by `make package` (functions/api/package.py).
+API_HANDLER = "functions.api.handler.handler"
+HOOK_HANDLER = "functions.hooks.pre_traffic.handler"
+PACKAGE_REQUIRED_FILES = ("functions/api/handler.py", "functions/hooks/pre_traffic.py")
+LIVE_ALIAS = "live"
+
+# Environment the API reads (functions/api) and the hook reads (functions/hooks).
+ENV_MODEL_URI = "MODEL_URI"
+ENV_MODEL_SHA256 = "MODEL_SHA256"
+ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_CACHE_DIR = "WASTESORT_CACHE_DIR"
+ENV_TARGET_VERSION_ARN = "TARGET_VERSION_ARN"
+ENV_EXPECTED_VERSION = "EXPECTED_MODEL_VERSION"
+CACHE_DIR = "/tmp/wastesort"  # noqa: S108 - Lambda's only writable path
+
+# The API's EMF metrics (namespace, dimensions, names).
+SERVICE_NAME = "wastesort-api"
+METRICS_NAMESPACE = "Wastesort"
+DIM_SERVICE = "service"
+DIM_MODEL_VERSION = "model_version"
+METRIC_LATENCY = "PredictLatency"
+METRIC_PREDICTIONS = "Predictions"
+METRIC_UNCERTAIN = "UncertainPredictions"
+METRIC_ERRORS = "PredictionErrors"
+
+# API Gateway: without multipart/form-data it re-encodes uploads before Mangum sees them.
+BINARY_MEDIA_TYPES = ("multipart/form-data", "image/*")
+
+# Bin devices: what a device may read and where it may write.
+TELEMETRY_PREFIX = "telemetry"
+IOT_CREDENTIALS_PRINCIPAL = "credentials.iot.amazonaws.com"
+THING_NAME_VARIABLE = "${credentials-iot:ThingName}"
+
+# Log retention CloudWatch accepts (days) and the `aws_logs.RetentionDays` member for each.
+LOG_RETENTION = {
+    1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
+    30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS", 180: "SIX_MONTHS", 365: "ONE_YEAR", 400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS", 731: "TWO_YEARS", 1096: "THREE_YEARS", 1827: "FIVE_YEARS",
+    2192: "SIX_YEARS", 2557: "SEVEN_YEARS", 2922: "EIGHT_YEARS", 3288: "NINE_YEARS",
+    3653: "TEN_YEARS",
+}  # fmt: skip
+
+# Names as the manifest spells them (wastesort/manifest.py) and as AWS accepts them.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+STAGE_PATTERN = r"^[a-z][a-z0-9]{1,11}$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$"
+WAF_ARN_PATTERN = r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional/webacl/[^/]+/[^/]+$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

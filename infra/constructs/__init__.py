@@ -1,0 +1,1 @@
+"""One construct per part of the architecture; `infra.stack` composes them."""

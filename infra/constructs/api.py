@@ -1,0 +1,133 @@
+"""The public door: a REST API proxying every path to the `live` alias, metered by API keys."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from infra import constants as c
+from infra.config import InfraConfig
+from infra.constructs.log_groups import log_group
+from infra.constructs.waf import managed_web_acl
+from infra.nag import acknowledge
+
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "time": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "method": "$context.httpMethod",
+    "path": "$context.path",
+    "status": "$context.status",
+    "bytes": "$context.responseLength",
+    "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integrationLatency",
+    "integrationStatus": "$context.integrationStatus",
+    "error": "$context.error.message",
+}
+
+
+class RestApi(Construct):
+    """API Gateway REST API, usage plan and key, access logs, optional WAF.
+
+    Attributes:
+        api: the REST API.
+        stage: its one stage, named after the config's stage.
+        api_key: the key clients send as `x-api-key`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: InfraConfig,
+        target: lambda_.IFunction,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        access_logs = log_group(self, "AccessLogs", retention_days=config.log_retention_days)
+        self.api = apigw.LambdaRestApi(
+            self,
+            "Api",
+            handler=target,
+            proxy=True,
+            rest_api_name=config.stack_name,
+            description="wastesort: classify a photo of waste into a bin",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            binary_media_types=list(c.BINARY_MEDIA_TYPES),
+            default_method_options=apigw.MethodOptions(api_key_required=True),
+            cloud_watch_role=True,
+            deploy_options=apigw.StageOptions(
+                stage_name=config.stage,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                tracing_enabled=True,
+                throttling_rate_limit=config.throttle_rate,
+                throttling_burst_limit=config.throttle_burst,
+            ),
+        )
+        self.stage = self.api.deployment_stage
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            name=f"{config.stack_name}-clients",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=config.throttle_rate, burst_limit=config.throttle_burst
+            ),
+            quota=apigw.QuotaSettings(limit=config.quota_per_day, period=apigw.Period.DAY),
+            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.stage)],
+        )
+        self.api_key = self.api.add_api_key("ClientKey")
+        plan.add_api_key(self.api_key)
+        self._protect(config)
+        self._acknowledge(has_waf=bool(config.waf_acl_arn or config.waf_managed))
+
+    def _protect(self, config: InfraConfig) -> None:
+        acl_arn = config.waf_acl_arn
+        if config.waf_managed:
+            acl_arn = managed_web_acl(self, "WebAcl", name=config.stack_name).attr_arn
+        if acl_arn:
+            association = wafv2.CfnWebACLAssociation(
+                self, "WebAclAssociation", resource_arn=self.stage.stage_arn, web_acl_arn=acl_arn
+            )
+            # The stage ARN is a formatted string, not a reference: order it explicitly.
+            association.node.add_dependency(self.stage)
+
+    def _acknowledge(self, *, has_waf: bool) -> None:
+        acknowledge(
+            self.api,
+            rule="AwsSolutions-APIG2",
+            reason="Every path proxies to one FastAPI app that validates each request itself "
+            "and answers problems as application/problem+json.",
+        )
+        acknowledge(
+            self.api,
+            rule="AwsSolutions-APIG4",
+            reason="Clients are machines metered by API keys and a usage plan (issue 6); put "
+            "an IAM or Cognito authorizer in front when end users call it directly.",
+        )
+        acknowledge(
+            self.api,
+            rule="AwsSolutions-COG4",
+            reason="No Cognito user pool: clients authenticate with API keys (see APIG4).",
+        )
+        acknowledge(
+            self.api,
+            rule="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            reason="The account-level role API Gateway needs to write execution logs; AWS "
+            "maintains this policy and it grants only CloudWatch Logs writes.",
+        )
+        if not has_waf:
+            acknowledge(
+                self.api,
+                rule="AwsSolutions-APIG3",
+                reason="WAF is opt-in per stage (-c waf_managed=true or -c waf_acl_arn=...); "
+                "without it the usage plan's throttle and quota bound abuse.",
+            )

@@ -1,0 +1,187 @@
+"""The API Lambda, its `live` alias and the CodeDeploy group that shifts traffic between versions.
+
+A new model is a new `MODEL_URI`, so a new environment, so a new Lambda version (CDK's
+`current_version` hashes the configuration); CodeDeploy then runs the pre-traffic hook against
+that version and, if it passes, shifts traffic by the configured canary/linear/all-at-once
+schedule, rolling back when an alarm added with `deployment_group.add_alarm` fires.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack, triggers
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra import constants as c
+from infra.config import InfraConfig
+from infra.constructs.log_groups import log_group
+from infra.constructs.model_bucket import ModelBucket
+from infra.nag import acknowledge
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.ARM_64
+HOOK_TIMEOUT = Duration.minutes(5)
+
+
+class Serving(Construct):
+    """Lambda + alias `live` + deployment group + pre-traffic hook.
+
+    Attributes:
+        function: the API function.
+        version: the version this synth publishes (the canary's target).
+        alias: `live`, what API Gateway invokes.
+        hook: the pre-traffic hook function.
+        deployment_group: add the canary's alarms to it.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: InfraConfig,
+        code: lambda_.Code,
+        models: ModelBucket,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        model_env = {c.ENV_MODEL_URI: models.uri(config.model_ref)}
+        if config.model_sha256:
+            model_env[c.ENV_MODEL_SHA256] = config.model_sha256
+
+        self.function = self._function(
+            "Function",
+            config=config,
+            code=code,
+            handler=c.API_HANDLER,
+            memory_mb=config.memory_mb,
+            timeout=Duration.seconds(config.timeout_s),
+            environment={
+                **model_env,
+                c.ENV_SERVICE_NAME: c.SERVICE_NAME,
+                c.ENV_METRICS_NAMESPACE: c.METRICS_NAMESPACE,
+                c.ENV_CACHE_DIR: c.CACHE_DIR,
+            },
+            reserved_concurrency=config.reserved_concurrency,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if config.snapstart else None,
+        )
+        models.grant_read(self.function.role)  # type: ignore[arg-type]
+        self.version = self.function.current_version
+        self.alias = lambda_.Alias(self, "Live", alias_name=c.LIVE_ALIAS, version=self.version)
+
+        self.hook = self._function(
+            "PreTrafficHook",
+            config=config,
+            code=code,
+            handler=c.HOOK_HANDLER,
+            memory_mb=512,
+            timeout=HOOK_TIMEOUT,
+            environment={
+                **model_env,
+                c.ENV_TARGET_VERSION_ARN: self.version.function_arn,
+                c.ENV_EXPECTED_VERSION: config.model_version or "",
+            },
+        )
+        models.grant_read(self.hook.role)  # type: ignore[arg-type]
+        self.version.grant_invoke(self.hook)
+
+        hook_id = self.hook.node.default_child.logical_id  # type: ignore[union-attr]
+        self.deployment_group = codedeploy.LambdaDeploymentGroup(
+            self,
+            "Deployment",
+            alias=self.alias,
+            deployment_config=self._deployment_config(config),
+            pre_hook=self.hook,
+            auto_rollback=codedeploy.AutoRollbackConfig(
+                failed_deployment=True, stopped_deployment=True, deployment_in_alarm=True
+            ),
+        )
+        acknowledge(
+            self.deployment_group,
+            rule="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSCodeDeployRoleForLambdaLimited]",
+            reason="CodeDeploy's own limited Lambda policy: it may only update aliases and "
+            "invoke the hooks named in the deployment group.",
+        )
+        acknowledge(
+            self.deployment_group,
+            rule=f"AwsSolutions-IAM5[Resource::<{Stack.of(self).resolve(hook_id)}.Arn>:*]",
+            reason="CodeDeploy invokes the pre-traffic hook; `:*` covers its versions (CDK's "
+            "grant_invoke) and nothing beyond that one function.",
+        )
+        # CodeDeploy skips the hook when the alias is first created; run it once then instead.
+        triggers.Trigger(
+            self,
+            "FirstDeployCheck",
+            handler=self.hook,
+            execute_after=[self.alias],
+            execute_on_handler_change=False,
+            timeout=HOOK_TIMEOUT,
+        )
+
+    def _function(
+        self,
+        construct_id: str,
+        *,
+        config: InfraConfig,
+        code: lambda_.Code,
+        handler: str,
+        memory_mb: int,
+        timeout: Duration,
+        environment: dict[str, str],
+        reserved_concurrency: int | None = None,
+        snap_start: lambda_.SnapStartConf | None = None,
+    ) -> lambda_.Function:
+        """A function with its own role, writing only to its own log group."""
+        logs = log_group(self, f"{construct_id}Logs", retention_days=config.log_retention_days)
+        role = iam.Role(
+            self,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+        logs.grant_write(role)
+        function = lambda_.Function(
+            self,
+            construct_id,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=code,
+            handler=handler,
+            memory_size=memory_mb,
+            timeout=timeout,
+            role=role,
+            log_group=logs,
+            environment=environment,
+            tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=reserved_concurrency,
+            snap_start=snap_start,
+        )
+        acknowledge(
+            role,
+            rule="AwsSolutions-IAM5[Resource::*]",
+            reason="X-Ray's PutTraceSegments/PutTelemetryRecords support no resource-level "
+            "permissions; every other statement names its resource.",
+        )
+        acknowledge(
+            function,
+            rule="AwsSolutions-L1",
+            reason="python3.12 on purpose: the package's wheels are built for it and SnapStart "
+            "supports it; newer runtimes are a deliberate upgrade, not a drift.",
+        )
+        return function
+
+    def _deployment_config(self, config: InfraConfig) -> codedeploy.ILambdaDeploymentConfig:
+        interval = Duration.minutes(config.interval_minutes)
+        if config.deployment == "all_at_once":
+            return codedeploy.LambdaDeploymentConfig.ALL_AT_ONCE
+        routing: codedeploy.TrafficRouting
+        if config.deployment == "linear":
+            routing = codedeploy.TrafficRouting.time_based_linear(
+                interval=interval, percentage=config.traffic_percent
+            )
+        else:
+            routing = codedeploy.TrafficRouting.time_based_canary(
+                interval=interval, percentage=config.traffic_percent
+            )
+        return codedeploy.LambdaDeploymentConfig(self, "TrafficShift", traffic_routing=routing)

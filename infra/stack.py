@@ -1,0 +1,61 @@
+"""One stack per stage: the parts of the architecture, wired together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.config import InfraConfig
+from infra.constructs.api import RestApi
+from infra.constructs.buckets import access_log_bucket
+from infra.constructs.devices import Devices
+from infra.constructs.model_bucket import ModelBucket
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.serving import Serving
+
+
+class WastesortStack(Stack):
+    """Registry bucket → Lambda (+ canary) → REST API, watched by alarms; devices beside it."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: InfraConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        access_logs = access_log_bucket(self, "AccessLogs")
+        self.models = ModelBucket(
+            self,
+            "Models",
+            prefix=config.registry_prefix,
+            access_logs=access_logs,
+            existing_bucket_name=config.registry_bucket,
+        )
+        code = lambda_.Code.from_asset(str(config.package))
+        self.serving = Serving(self, "Serving", config=config, code=code, models=self.models)
+        self.api = RestApi(self, "Api", config=config, target=self.serving.alias)
+        self.monitoring = Monitoring(
+            self, "Monitoring", config=config, stage=self.api.stage, serving=self.serving
+        )
+        for alarm in self.monitoring.canary_alarms:
+            self.serving.deployment_group.add_alarm(alarm)
+        self.devices = Devices(
+            self, "Devices", name=config.stack_name, models=self.models, access_logs=access_logs
+        )
+        self._outputs(config)
+
+    def _outputs(self, config: InfraConfig) -> None:
+        outputs = {
+            "ApiUrl": self.api.api.url,
+            "ApiKeyId": self.api.api_key.key_id,
+            "ModelUri": self.models.uri(config.model_ref),
+            "RegistryBucket": self.models.bucket.bucket_name,
+            "TelemetryBucket": self.devices.telemetry.bucket_name,
+            "DeviceRoleAlias": self.devices.role_alias.role_alias or "",
+            "DevicePolicy": self.devices.policy.policy_name or "",
+            "AlarmTopicArn": self.monitoring.topic.topic_arn,
+            "DeploymentGroup": self.serving.deployment_group.deployment_group_name,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
