@@ -1,0 +1,1 @@
+# make targets for the train part

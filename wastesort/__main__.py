@@ -1,0 +1,5 @@
+import sys
+
+from wastesort.cli import main
+
+sys.exit(main())

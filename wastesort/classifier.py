@@ -1,0 +1,378 @@
+"""`Classifier`: a verified TFLite model plus its manifest entry, turning image bytes into a
+`Prediction`. The API, the edge runner and training's evaluation all classify through it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wastesort import scoring
+from wastesort.errors import ImageError, IntegrityError, ModelError
+from wastesort.manifest import ArtifactRef, InputSpec, ModelEntry, OutputSpec
+from wastesort.preprocess import DEFAULT_MAX_PIXELS, preprocess
+from wastesort.runtime import RuntimeInfo, load_edgetpu_delegate, make_interpreter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+BUNDLED_REGISTRY = Path(__file__).resolve().parent.parent / "models"
+
+
+def default_model_uri() -> str:
+    """WASTESORT_MODEL, else the bundled registry's `production` alias."""
+    return os.environ.get("WASTESORT_MODEL") or str(BUNDLED_REGISTRY)
+
+
+def split_ref(uri: str) -> tuple[str, str | None]:
+    """`base@ref` -> (base, ref); the `@` must be in the last path segment."""
+    base, sep, ref = str(uri).rpartition("@")
+    if sep and ref and "/" not in ref:
+        return base, ref
+    return str(uri), None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    predicted_class: str
+    confidence: float
+    all_confidences: dict[str, float]
+    decision: str
+    """The class, or `uncertain` when confidence is below the model's recorded threshold."""
+    model_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Classifier:
+    """A model ready to classify; safe to share between threads.
+
+    Each call borrows an interpreter from a small pool (TFLite interpreters are not
+    thread-safe); `pool_size` interpreters are built at most, lazily.
+    """
+
+    def __init__(
+        self,
+        model_content: bytes,
+        entry: ModelEntry,
+        *,
+        num_threads: int | None = None,
+        delegate: str | None = None,
+        pool_size: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.entry = entry
+        self.labels = list(entry.labels)
+        self.max_pixels = max_pixels
+        self._content = model_content
+        self._num_threads = num_threads
+        self._delegate = delegate
+        self._pool_size = pool_size or int(os.environ.get("WASTESORT_INTERPRETERS", "1"))
+        self._pool: queue.LifoQueue[_Slot] = queue.LifoQueue()
+        self._built = 0
+        self._build_lock = threading.Lock()
+        first = self._build()  # fail at load time, not on the first request
+        self.runtime: RuntimeInfo = first.info
+        self._check_io(first)
+        self._pool.put(first)
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        uri: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        public_key: bytes | str | Path | None = None,
+        expected_sha256: str | None = None,
+        labels: Sequence[str] | None = None,
+        delegate: str | None = None,
+        temperature: float | None = None,
+        uncertain_threshold: float | None = None,
+        **options: Any,
+    ) -> Classifier:
+        """Load a model from a registry URI (`[@version|@alias]`) or a bare `.tflite` file.
+
+        Args:
+            uri: a local registry folder, `s3://bucket/prefix`, either with `@ref`, or a
+                `.tflite` path; None means WASTESORT_MODEL or the bundled registry.
+            cache_dir: where downloads are kept (default WASTESORT_CACHE_DIR or ~/.cache).
+            public_key: an ed25519 public key (PEM); when given the entry must be signed by it.
+            expected_sha256: refuse the model unless its sha256 is this (e.g. MODEL_SHA256).
+            labels: the class names, for a bare `.tflite` without a labels file.
+            delegate: `edgetpu` to run on a Coral when present (CPU otherwise).
+            temperature, uncertain_threshold: override the entry's values (evaluation).
+            **options: num_threads, pool_size, max_pixels.
+
+        Raises:
+            ModelError: unknown version, integrity or signature failure, unloadable model.
+        """
+        base, ref = split_ref(str(uri or default_model_uri()))
+        if base.endswith(".tflite"):
+            content = _read_model(Path(base))
+            entry = _entry_for_bare_file(Path(base), content, labels)
+        else:
+            content, entry, delegate = _from_registry(
+                base, ref, cache_dir=cache_dir, public_key=public_key, delegate=delegate
+            )
+        if expected_sha256 and entry.sha256 != expected_sha256.lower():
+            raise IntegrityError(
+                f"model {entry.version} has sha256 {entry.sha256[:12]}..., "
+                f"expected {expected_sha256[:12]}..."
+            )
+        overrides = {
+            key: value
+            for key, value in (
+                ("temperature", temperature),
+                ("uncertain_threshold", uncertain_threshold),
+            )
+            if value is not None
+        }
+        if overrides:
+            entry = entry.model_copy(update=overrides)
+        return cls(content, entry, delegate=delegate, **options)
+
+    def _build(self) -> _Slot:
+        delegates = None
+        if self._delegate == "edgetpu":
+            loaded = load_edgetpu_delegate()
+            delegates = [loaded] if loaded is not None else None
+        interpreter, info = make_interpreter(
+            self._content, num_threads=self._num_threads, delegates=delegates
+        )
+        self._built += 1
+        return _Slot(interpreter, info)
+
+    def _check_io(self, slot: _Slot) -> None:
+        spec = self.entry.input
+        shape = tuple(slot.input["shape"][1:])
+        if shape != (spec.height, spec.width, spec.channels):
+            raise ModelError(
+                f"model {self.version} takes {shape} but its manifest says "
+                f"{(spec.height, spec.width, spec.channels)}"
+            )
+        classes = int(slot.output["shape"][-1])
+        if classes != len(self.labels):
+            raise ModelError(
+                f"model {self.version} outputs {classes} scores for {len(self.labels)} labels"
+            )
+
+    @contextmanager
+    def _borrow(self) -> Iterator[_Slot]:
+        try:
+            slot = self._pool.get_nowait()
+        except queue.Empty:
+            with self._build_lock:
+                grow = self._built < self._pool_size
+                slot = self._build() if grow else None
+            if slot is None:
+                slot = self._pool.get()
+        try:
+            yield slot
+        finally:
+            self._pool.put(slot)
+
+    # --- classifying -------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        return self.entry.version
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.entry.input
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Image bytes -> the uint8 (H, W, 3) array this model takes."""
+        return preprocess(data, self.entry.input, max_pixels=self.max_pixels)
+
+    def scores_from_arrays(self, arrays: np.ndarray) -> np.ndarray:
+        """Preprocessed uint8 images (N, H, W, 3) -> calibrated probabilities (N, classes)."""
+        arrays = np.asarray(arrays)
+        if arrays.ndim == 3:
+            arrays = arrays[None]
+        with self._borrow() as slot:
+            raw = slot.run(arrays)
+        output: OutputSpec = self.entry.output
+        return scoring.calibrate(raw, kind=output.kind, temperature=self.entry.temperature)
+
+    def scores(self, data: bytes) -> np.ndarray:
+        """Calibrated class probabilities for one image, in label order."""
+        return self.scores_from_arrays(self.preprocess(data))[0]
+
+    def _prediction(self, probs: np.ndarray, top_k: int | None) -> Prediction:
+        predicted, confidence, decision = scoring.decide(
+            probs, self.labels, self.entry.uncertain_threshold
+        )
+        return Prediction(
+            predicted_class=predicted,
+            confidence=round(confidence, 6),
+            all_confidences=scoring.ranked(probs, self.labels, top_k),
+            decision=decision,
+            model_version=self.version,
+        )
+
+    def predict_arrays(self, arrays: np.ndarray, *, top_k: int | None = None) -> list[Prediction]:
+        return [self._prediction(p, top_k) for p in self.scores_from_arrays(arrays)]
+
+    def predict(self, data: bytes, *, top_k: int | None = None) -> Prediction:
+        """Classify one encoded image.
+
+        Raises:
+            ImageError: the bytes are not a usable image (a subclass with a stable `code`).
+        """
+        return self.predict_arrays(self.preprocess(data), top_k=top_k)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[bytes],
+        *,
+        top_k: int | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Classify many images with one invoke where the model has a batch dimension.
+
+        Args:
+            images: encoded images.
+            top_k: keep only the K best classes in `all_confidences`.
+            return_exceptions: put each bad image's `ImageError` in its slot instead of
+                raising the first one, so one bad image does not fail the others.
+        """
+        arrays: list[np.ndarray] = []
+        results: list[Any] = []
+        for data in images:
+            try:
+                arrays.append(self.preprocess(data))
+                results.append(None)
+            except ImageError as exc:
+                if not return_exceptions:
+                    raise
+                results.append(exc)
+        if arrays:
+            predictions = iter(self.predict_arrays(np.stack(arrays), top_k=top_k))
+            results = [next(predictions) if r is None else r for r in results]
+        return results
+
+    def info(self) -> dict[str, Any]:
+        """What is serving: version, sha256, labels, input spec, runtime."""
+        return {
+            "model_version": self.version,
+            "sha256": self.entry.sha256,
+            "labels": self.labels,
+            "input": self.entry.input.model_dump(),
+            "runtime": self.runtime.to_dict(),
+        }
+
+
+class _Slot:
+    """One interpreter and its tensor bookkeeping; used by one thread at a time."""
+
+    def __init__(self, interpreter: Any, info: RuntimeInfo) -> None:
+        self.interpreter = interpreter
+        self.info = info
+        self.input = interpreter.get_input_details()[0]
+        self.output = interpreter.get_output_details()[0]
+        signature = self.input.get("shape_signature")
+        self.dynamic_batch = signature is not None and len(signature) and signature[0] == -1
+        self.batch = int(self.input["shape"][0])
+
+    def run(self, arrays: np.ndarray) -> np.ndarray:
+        scale, zero_point = self.input["quantization"]
+        batch = scoring.quantize(arrays, np.dtype(self.input["dtype"]).name, scale, zero_point)
+        if self.dynamic_batch:
+            return self._invoke(batch)
+        return np.concatenate([self._invoke(batch[i : i + 1]) for i in range(len(batch))])
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self.batch:
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(batch)
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self.output["index"])
+        scale, zero_point = self.output["quantization"]
+        return scoring.dequantize(raw, scale, zero_point)
+
+
+def _read_model(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"no model file at {path}", code="not_found") from None
+
+
+def _from_registry(
+    base: str,
+    ref: str | None,
+    *,
+    cache_dir: str | Path | None,
+    public_key: bytes | str | Path | None,
+    delegate: str | None,
+) -> tuple[bytes, ModelEntry, str | None]:
+    from wastesort.registry import Registry, verify_bytes  # noqa: PLC0415
+
+    registry = Registry.from_uri(base, cache_dir=cache_dir)
+    entry = registry.resolve(ref)
+    if public_key is not None:
+        from wastesort.signing import verify  # noqa: PLC0415
+
+        verify(entry, public_key)
+    artifact = entry.artifact
+    if delegate == "edgetpu":
+        if "edgetpu" in entry.extra_artifacts and load_edgetpu_delegate() is not None:
+            artifact = entry.extra_artifacts["edgetpu"]
+        else:
+            log.warning("model %s runs on the CPU (no Edge TPU model or device)", entry.version)
+            delegate = None
+    content = registry.fetch_ref(artifact).read_bytes()
+    verify_bytes(content, artifact)  # the bytes we load, not just the file we checked
+    return content, entry, delegate
+
+
+def _entry_for_bare_file(path: Path, content: bytes, labels: Sequence[str] | None) -> ModelEntry:
+    """A manifest entry for a `.tflite` outside any registry, read off the model itself."""
+    if labels is None:
+        candidates = [path.with_suffix(".labels.txt"), path.parent / "labels.txt"]
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            raise ModelError(
+                f"{path}: no labels (put them one per line in {candidates[0].name} or "
+                "labels.txt beside the model, or pass labels=...)"
+            )
+        labels = [line.strip() for line in found.read_text().splitlines() if line.strip()]
+    interpreter, _ = make_interpreter(content, num_threads=1)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    digest = hashlib.sha256(content).hexdigest()
+    _, height, width, _ = (int(v) for v in inp["shape"])
+    return ModelEntry(
+        version=f"{path.stem}-{digest[:8]}",
+        artifact=ArtifactRef(path=path.name, sha256=digest, size=len(content)),
+        labels=list(labels),
+        input=InputSpec(
+            height=height,
+            width=width,
+            dtype=np.dtype(inp["dtype"]).name,
+            scale=float(inp["quantization"][0]) or 1.0,
+            zero_point=int(inp["quantization"][1]),
+        ),
+        output=OutputSpec(
+            dtype=np.dtype(out["dtype"]).name,
+            scale=float(out["quantization"][0]) or 1.0,
+            zero_point=int(out["quantization"][1]),
+        ),
+    )

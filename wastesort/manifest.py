@@ -1,0 +1,178 @@
+"""The registry manifest: the one record of what was published and what each alias serves.
+
+Every consumer (the API, the edge runner, the deploy hook, training's publish step) reads the
+labels, the input spec, the temperature and the uncertain threshold from here; nobody
+hard-codes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wastesort.errors import ManifestError, UnsupportedSchemaError
+
+SCHEMA_VERSION = 1
+DEFAULT_ALIAS = "production"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class InputSpec(_Model):
+    """What the network takes; `wastesort.preprocess` turns image bytes into exactly this."""
+
+    height: int = Field(gt=0, le=4096)
+    width: int = Field(gt=0, le=4096)
+    channels: Literal[3] = 3
+    dtype: Literal["uint8", "int8", "float32"] = "uint8"
+    scale: float = 1.0
+    zero_point: int = 0
+    resize: Literal["squash", "center_crop", "letterbox"] = "squash"
+    """`squash` stretches the whole photo to height x width; `center_crop` scales the short
+    side then crops the middle; `letterbox` keeps the aspect ratio and pads with white."""
+    resample: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+
+class OutputSpec(_Model):
+    kind: Literal["logits", "probabilities"] = "logits"
+    dtype: Literal["uint8", "int8", "float32"] = "float32"
+    scale: float = 1.0
+    zero_point: int = 0
+
+
+class ArtifactRef(_Model):
+    """A file in the registry, addressed relative to the registry root."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class GoldenItem(_Model):
+    """A known image with its expected answer: the canary hook and the edge self-test replay it."""
+
+    image: ArtifactRef
+    expected_class: str
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class ModelEntry(_Model):
+    version: str
+    artifact: ArtifactRef
+    created_at: datetime = Field(default_factory=utcnow)
+    labels: list[str] = Field(min_length=2)
+    input: InputSpec
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    temperature: float = Field(default=1.0, gt=0)
+    uncertain_threshold: float = Field(default=0.0, ge=0, le=1)
+    dataset_fingerprint: str | None = None
+    mlflow_run_id: str | None = None
+    source_config: dict[str, Any] | None = None
+    golden_set: list[GoldenItem] = Field(default_factory=list)
+    extra_artifacts: dict[str, ArtifactRef] = Field(default_factory=dict)
+    """Variants of the same model, e.g. `edgetpu` for the `*_edgetpu.tflite` compile."""
+    signature: str | None = None
+    """Base64 ed25519 signature over `signing_payload(entry)`; see `wastesort.signing`."""
+
+    @field_validator("version")
+    @classmethod
+    def _valid_version(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("version ids use letters, digits, '.', '_' and '-' (max 128)")
+        return value
+
+    @property
+    def sha256(self) -> str:
+        return self.artifact.sha256
+
+    @property
+    def size(self) -> int:
+        return self.artifact.size
+
+    def signing_payload(self) -> bytes:
+        """Canonical bytes that a signature covers: the entry without its signature."""
+        data = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+class AliasEvent(_Model):
+    at: datetime = Field(default_factory=utcnow)
+    by: str
+    action: Literal["promote", "rollback"]
+    from_version: str | None = None
+    to_version: str
+    reason: str | None = None
+
+
+class Alias(_Model):
+    version: str
+    history: list[AliasEvent] = Field(default_factory=list)
+
+
+class Manifest(_Model):
+    schema_version: int = SCHEMA_VERSION
+    updated_at: datetime = Field(default_factory=utcnow)
+    versions: dict[str, ModelEntry] = Field(default_factory=dict)
+    aliases: dict[str, Alias] = Field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Manifest:
+        """Parse manifest bytes, refusing schema versions this reader does not know."""
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ManifestError("manifest must be a JSON object")
+        found = data.get("schema_version")
+        if found != SCHEMA_VERSION:
+            raise UnsupportedSchemaError(
+                f"manifest schema_version {found!r} is not supported by this wastesort "
+                f"(it reads version {SCHEMA_VERSION}); upgrade wastesort to read it"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ManifestError(f"manifest is invalid: {exc}") from exc
+
+    def dumps(self) -> bytes:
+        return (self.model_dump_json(indent=2) + "\n").encode()
+
+    def entry(self, version: str) -> ModelEntry:
+        try:
+            return self.versions[version]
+        except KeyError:
+            known = ", ".join(self.versions) or "none"
+            raise ManifestError(
+                f"unknown model version {version!r} (published: {known})", code="unknown_version"
+            ) from None
+
+    def resolve(self, ref: str | None = None) -> ModelEntry:
+        """Return the entry that `ref` names: an alias first, else a version id.
+
+        Args:
+            ref: an alias (`production`, `canary`, ...) or a version id; None means `production`.
+        """
+        ref = ref or DEFAULT_ALIAS
+        if ref in self.aliases:
+            return self.entry(self.aliases[ref].version)
+        if ref in self.versions:
+            return self.versions[ref]
+        raise ManifestError(
+            f"{ref!r} is neither an alias ({', '.join(self.aliases) or 'none'}) "
+            f"nor a published version ({', '.join(self.versions) or 'none'})",
+            code="unknown_version",
+        )

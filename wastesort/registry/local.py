@@ -1,0 +1,95 @@
+"""A registry in a local folder (the bundled `models/`, a shared drive, a test's tmp dir)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wastesort.errors import ConcurrentUpdateError, NotFoundError
+from wastesort.registry.store import MANIFEST, RegistryStore, etag_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """temp file -> fsync -> rename: a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LocalStore(RegistryStore):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise NotFoundError(f"{key!r} points outside the registry")
+        return path
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # flock is per open file, so threads of one process exclude each other too.
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".manifest.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def read_manifest(self) -> tuple[bytes, str] | None:
+        try:
+            data = (self.root / MANIFEST).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, etag_of(data)
+
+    def write_manifest(self, data: bytes, *, expected_etag: str | None) -> None:
+        with self._locked():
+            current = self.read_manifest()
+            if (current[1] if current else None) != expected_etag:
+                raise ConcurrentUpdateError("the manifest changed since it was read")
+            write_atomic(self.root / MANIFEST, data)
+
+    def put_new(self, key: str, source: Path) -> bool:
+        dest = self._path(key)
+        if dest.exists():
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, dest)  # fails if another writer created `dest` meanwhile
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def download(self, key: str, dest: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except FileNotFoundError:
+            raise NotFoundError(f"{key} is not in the registry at {self.uri}") from None
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)

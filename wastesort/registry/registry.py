@@ -1,0 +1,333 @@
+"""Publish, resolve, promote and roll back models over any `RegistryStore`.
+
+Artifacts are written first and never overwritten; the manifest is written last, by
+compare-and-swap, so a reader sees either the old registry or the new one, and two writers
+at once never lose each other's update.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import os
+import random
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wastesort.errors import (
+    ConcurrentUpdateError,
+    IntegrityError,
+    RegistryError,
+    VersionExistsError,
+)
+from wastesort.manifest import (
+    Alias,
+    AliasEvent,
+    ArtifactRef,
+    GoldenItem,
+    Manifest,
+    ModelEntry,
+    utcnow,
+)
+from wastesort.registry.local import LocalStore
+from wastesort.registry.store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 25
+
+
+def default_cache_dir() -> Path:
+    """WASTESORT_CACHE_DIR, else ~/.cache/wastesort (Lambda sets it under /tmp)."""
+    configured = os.environ.get("WASTESORT_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "wastesort"
+
+
+def actor() -> str:
+    """Who is changing the registry, for the audit trail: WASTESORT_ACTOR or user@host."""
+    if configured := os.environ.get("WASTESORT_ACTOR"):
+        return configured
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_bytes(data: bytes, ref: ArtifactRef) -> None:
+    """Raise IntegrityError unless `data` has the size and sha256 that `ref` records."""
+    if len(data) != ref.size:
+        raise IntegrityError(
+            f"{ref.path}: {len(data)} bytes, the manifest records {ref.size} (truncated?)"
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != ref.sha256:
+        raise IntegrityError(
+            f"{ref.path}: sha256 {actual[:12]}... does not match "
+            f"the manifest's {ref.sha256[:12]}..."
+        )
+
+
+@dataclass(frozen=True)
+class GoldenSample:
+    """An image to publish in a version's golden set."""
+
+    name: str
+    data: bytes
+    expected_class: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, store: RegistryStore, *, cache_dir: str | Path | None = None) -> None:
+        self.store = store
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+
+    @classmethod
+    def from_uri(cls, uri: str | Path, **kwargs: Any) -> Registry:
+        """A local folder (optionally `file://`) or `s3://bucket/prefix`."""
+        text = str(uri)
+        if text.startswith("s3://"):
+            from wastesort.registry.s3 import S3Store  # noqa: PLC0415
+
+            return cls(S3Store(text), **kwargs)
+        if text.startswith(("http://", "https://")):
+            raise RegistryError(f"{text}: HTTP registries are read by the edge updater only")
+        return cls(LocalStore(text.removeprefix("file://")), **kwargs)
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _read(self) -> tuple[Manifest, str | None]:
+        found = self.store.read_manifest()
+        if found is None:
+            return Manifest(), None
+        raw, etag = found
+        return Manifest.parse(raw), etag
+
+    def manifest(self) -> Manifest:
+        manifest, etag = self._read()
+        if etag is None:
+            raise RegistryError(f"no registry at {self.uri} (manifest.json is missing)")
+        return manifest
+
+    def resolve(self, ref: str | None = None) -> ModelEntry:
+        """The entry an alias or version id names (default: `production`)."""
+        return self.manifest().resolve(ref)
+
+    def history(self, alias: str | None = None) -> list[tuple[str, AliasEvent]]:
+        """(alias, event) pairs, oldest first; one alias or all of them."""
+        aliases = self.manifest().aliases
+        events = [
+            (name, event)
+            for name, state in aliases.items()
+            if alias in (None, name)
+            for event in state.history
+        ]
+        if alias is not None and alias not in aliases:
+            raise RegistryError(f"no alias {alias!r} (aliases: {', '.join(aliases) or 'none'})")
+        return sorted(events, key=lambda pair: pair[1].at)
+
+    # --- fetching, verified ------------------------------------------------------------------
+
+    def fetch_ref(self, ref: ArtifactRef) -> Path:
+        """A verified local copy of `ref`: read in place for local stores, else cached.
+
+        Downloads land in the cache as temp file -> fsync -> verify -> rename, so a crash
+        or a bad download never leaves a file that later looks valid.
+        """
+        local = self.store.local_path(ref.path)
+        if local is not None:
+            verify_bytes(local.read_bytes(), ref)
+            return local
+        suffix = Path(ref.path).suffix
+        cached = self.cache_dir / f"{ref.sha256}{suffix}"
+        if cached.exists():
+            try:
+                verify_bytes(cached.read_bytes(), ref)
+                return cached
+            except IntegrityError:
+                log.warning("cached %s is corrupt; downloading it again", cached)
+                cached.unlink(missing_ok=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=".download-", suffix=suffix)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self.store.download(ref.path, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            verify_bytes(tmp.read_bytes(), ref)
+            os.replace(tmp, cached)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return cached
+
+    def fetch(self, entry: ModelEntry, variant: str | None = None) -> Path:
+        """The verified model file of `entry` (or of an extra variant such as `edgetpu`)."""
+        ref = entry.extra_artifacts[variant] if variant else entry.artifact
+        return self.fetch_ref(ref)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def update(self, change: Callable[[Manifest], None]) -> Manifest:
+        """Apply `change` to the latest manifest and write it by compare-and-swap, retrying."""
+        for attempt in range(_MAX_ATTEMPTS):
+            manifest, etag = self._read()
+            change(manifest)
+            manifest.updated_at = utcnow()
+            try:
+                self.store.write_manifest(manifest.dumps(), expected_etag=etag)
+            except ConcurrentUpdateError:
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311
+                continue
+            return manifest
+        raise ConcurrentUpdateError(
+            f"gave up after {_MAX_ATTEMPTS} attempts: the manifest at {self.uri} keeps changing"
+        )
+
+    def _upload(self, key: str, source: Path) -> ArtifactRef:
+        ref = ArtifactRef(path=key, sha256=sha256_file(source), size=source.stat().st_size)
+        if not self.store.put_new(key, source):
+            # Already there: fine only if it is the very same bytes (a retried publish).
+            try:
+                existing = self.fetch_ref(ref)
+            except IntegrityError:
+                raise VersionExistsError(
+                    f"{key} already exists in {self.uri} with other content; "
+                    "published artifacts are immutable, publish under a new version id"
+                ) from None
+            log.info("%s was already uploaded with the same content", existing)
+        return ref
+
+    def publish(
+        self,
+        model_path: str | Path,
+        *,
+        version: str,
+        golden: Sequence[GoldenSample] = (),
+        extra_files: dict[str, Path] | None = None,
+        aliases: Sequence[str] = (),
+        signing_key: bytes | str | Path | None = None,
+        **fields: Any,
+    ) -> ModelEntry:
+        """Upload a model (and its golden set and variants), then add it to the manifest.
+
+        Args:
+            model_path: the `.tflite` file.
+            version: a new, unique version id.
+            golden: known images with their expected answers.
+            extra_files: variants such as `{"edgetpu": path}`.
+            aliases: aliases to point at the new version once it is listed.
+            signing_key: an ed25519 private key (PEM) to sign the entry with.
+            **fields: the other `ModelEntry` fields (labels, input, metrics, ...).
+
+        Raises:
+            VersionExistsError: `version` is already published.
+        """
+        current, _ = self._read()
+        if version in current.versions:
+            raise VersionExistsError(f"version {version!r} is already published in {self.uri}")
+        base = f"artifacts/{version}"
+        model_path = Path(model_path)
+        entry = ModelEntry(
+            version=version,
+            artifact=self._upload(f"{base}/model.tflite", model_path),
+            extra_artifacts={
+                name: self._upload(f"{base}/{Path(path).name}", Path(path))
+                for name, path in (extra_files or {}).items()
+            },
+            golden_set=[self._upload_golden(base, sample) for sample in golden],
+            **fields,
+        )
+        if signing_key is not None:
+            from wastesort.signing import sign  # noqa: PLC0415
+
+            entry = sign(entry, signing_key)
+        who = actor()
+
+        def add(manifest: Manifest) -> None:
+            if version in manifest.versions:
+                raise VersionExistsError(f"version {version!r} was published meanwhile")
+            manifest.versions[version] = entry
+            for alias in aliases:
+                _move(manifest, alias, version, by=who, action="promote", reason="publish")
+
+        self.update(add)
+        return entry
+
+    def _upload_golden(self, base: str, sample: GoldenSample) -> GoldenItem:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(sample.name).name
+            path.write_bytes(sample.data)
+            ref = self._upload(f"{base}/golden/{path.name}", path)
+        return GoldenItem(image=ref, expected_class=sample.expected_class, scores=sample.scores)
+
+    def promote(
+        self, alias: str, version: str, *, by: str | None = None, reason: str | None = None
+    ) -> Manifest:
+        """Point `alias` at `version`, recording who moved it from where."""
+        who = by or actor()
+        return self.update(
+            lambda m: _move(m, alias, version, by=who, action="promote", reason=reason)
+        )
+
+    def rollback(self, alias: str, *, by: str | None = None, reason: str | None = None) -> str:
+        """Point `alias` back at the version it was promoted from; returns that version."""
+        who = by or actor()
+        target: list[str] = []
+
+        def back(manifest: Manifest) -> None:
+            state = manifest.aliases.get(alias)
+            if state is None:
+                raise RegistryError(f"no alias {alias!r} to roll back")
+            previous = next(
+                (
+                    e.from_version
+                    for e in reversed(state.history)
+                    if e.action == "promote" and e.to_version == state.version and e.from_version
+                ),
+                None,
+            )
+            if previous is None:
+                raise RegistryError(f"{alias!r} has no earlier version to roll back to")
+            target[:] = [previous]
+            _move(manifest, alias, previous, by=who, action="rollback", reason=reason)
+
+        self.update(back)
+        return target[0]
+
+
+def _move(
+    manifest: Manifest, alias: str, version: str, *, by: str, action: str, reason: str | None
+) -> None:
+    manifest.entry(version)  # raises for an unknown version
+    if alias in manifest.versions:
+        raise RegistryError(f"{alias!r} is a version id; pick another alias name")
+    state = manifest.aliases.get(alias)
+    previous = state.version if state else None
+    event = AliasEvent(
+        by=by, action=action, from_version=previous, to_version=version, reason=reason
+    )
+    if state is None:
+        manifest.aliases[alias] = Alias(version=version, history=[event])
+    else:
+        state.version = version
+        state.history.append(event)

@@ -1,0 +1,95 @@
+"""A registry under `s3://bucket/prefix`, made safe for concurrent writers by S3 itself.
+
+The manifest is replaced only with `IfMatch` on the ETag that was read (or `IfNoneMatch: *`
+when it is new), and artifacts are written with `IfNoneMatch: *`, so S3 refuses with 412
+whatever would lose an update or overwrite a published file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from wastesort.errors import ConcurrentUpdateError, NotFoundError, RegistryError
+from wastesort.registry.store import MANIFEST, RegistryStore
+
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class S3Store(RegistryStore):
+    def __init__(self, uri: str, *, client: Any = None) -> None:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise RegistryError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3  # noqa: PLC0415  (only registries on S3 pay for boto3)
+
+            self._client = boto3.client("s3")
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read_manifest(self) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(MANIFEST))
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                return None
+            raise RegistryError(f"cannot read {self.uri}/{MANIFEST}: {exc}") from exc
+        return response["Body"].read(), response["ETag"]
+
+    def write_manifest(self, data: bytes, *, expected_etag: str | None) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(MANIFEST),
+                Body=data,
+                ContentType="application/json",
+                CacheControl="no-cache",
+                **condition,
+            )
+        except ClientError as exc:
+            if _code(exc) in _CONFLICT:
+                raise ConcurrentUpdateError("the manifest changed since it was read") from exc
+            raise RegistryError(f"cannot write {self.uri}/{MANIFEST}: {exc}") from exc
+
+    def put_new(self, key: str, source: Path) -> bool:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            with open(source, "rb") as body:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*"
+                )
+        except ClientError as exc:
+            if _code(exc) in _CONFLICT:
+                return False
+            raise RegistryError(f"cannot upload {key} to {self.uri}: {exc}") from exc
+        return True
+
+    def download(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(dest))
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                raise NotFoundError(f"{key} is not in the registry at {self.uri}") from None
+            raise RegistryError(f"cannot download {key} from {self.uri}: {exc}") from exc
