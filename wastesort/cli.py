@@ -159,10 +159,13 @@ class _progress:  # noqa: N801  (used like a function)
     def __enter__(self) -> Any:
         if self.total <= PROGRESS_AFTER or not sys.stderr.isatty():
             return lambda: None
-        from rich.console import Console  # noqa: PLC0415  (costs ~50 ms; only when shown)
-        from rich.progress import Progress  # noqa: PLC0415
+        try:  # rich costs ~50 ms to import: only when a bar is shown, and only if installed
+            from rich.console import Console  # noqa: PLC0415
+            from rich.progress import Progress  # noqa: PLC0415
+        except ImportError:
+            return lambda: None
 
-        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar = Progress(console=Console(stderr=True), transient=True, redirect_stdout=False)
         self.bar.start()
         task = self.bar.add_task("classifying", total=self.total)
         return lambda: self.bar.advance(task)

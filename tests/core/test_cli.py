@@ -129,3 +129,36 @@ def test_console_script(registry_dir: Path):
         check=False,
     )
     assert result.returncode == 0
+
+
+def test_progress_bar_on_a_terminal_only(registry_dir: Path):
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    args = [
+        sys.executable,
+        "-m",
+        "wastesort",
+        "classify",
+        str(SAMPLES),
+        "--model",
+        str(registry_dir),
+    ]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, cwd=ROOT) as proc:
+        os.close(slave)
+        out, _ = proc.communicate(timeout=60)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"classifying" in seen  # the bar went to the terminal
+    assert len(out.splitlines()) == 1 + 18  # stdout kept clean: header + one row per image
+    assert "classifying" not in cli("classify", str(SAMPLES), "--model", str(registry_dir)).stderr
