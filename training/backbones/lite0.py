@@ -1,0 +1,184 @@
+"""EfficientNet-Lite0 in Keras, laid out so the official ImageNet weights transplant by name.
+
+Lite0 is EfficientNet-B0 without squeeze-excite, with ReLU6 everywhere and the stem (32) and
+head (1280) widths fixed: the variant Google made for integer-only accelerators. Layer names
+follow the PyTorch state dict (`_blocks.N._expand_conv` -> `block{N}_expand_conv`), so
+`transplant` is a table lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import layers
+
+BN_EPSILON = 1e-3
+"""As in the TF original; 1e-5 (PyTorch's default) visibly degrades the ImageNet predictions."""
+
+NORM_MEAN = 127.0
+NORM_STD = 128.0
+"""Lite0 was trained on (x - 127) / 128; the graph does this so no consumer re-implements it."""
+
+HEAD_CHANNELS = 1280
+
+
+@dataclass(frozen=True)
+class _Stage:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    filters_in: int
+    filters_out: int
+
+
+_STAGES = (
+    _Stage(1, 3, 1, 1, 32, 16),
+    _Stage(2, 3, 2, 6, 16, 24),
+    _Stage(2, 5, 2, 6, 24, 40),
+    _Stage(3, 3, 2, 6, 40, 80),
+    _Stage(3, 5, 1, 6, 80, 112),
+    _Stage(4, 5, 2, 6, 112, 192),
+    _Stage(1, 3, 1, 6, 192, 320),
+)
+NUM_BLOCKS = sum(s.repeats for s in _STAGES)  # 16
+
+
+def _bn(name: str, momentum: float) -> layers.BatchNormalization:
+    return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
+
+
+def _block(
+    x: keras.KerasTensor, index: int, stage: _Stage, first: bool, momentum: float
+) -> keras.KerasTensor:
+    p = f"block{index}_"
+    filters_in = stage.filters_in if first else stage.filters_out
+    stride = stage.stride if first else 1
+    inputs = x
+    if stage.expand != 1:
+        x = layers.Conv2D(
+            filters_in * stage.expand, 1, padding="same", use_bias=False, name=p + "expand_conv"
+        )(x)
+        x = _bn(p + "bn0", momentum)(x)
+        x = layers.ReLU(6.0, name=p + "expand_relu")(x)
+    x = layers.DepthwiseConv2D(
+        stage.kernel, strides=stride, padding="same", use_bias=False, name=p + "depthwise_conv"
+    )(x)
+    x = _bn(p + "bn1", momentum)(x)
+    x = layers.ReLU(6.0, name=p + "depthwise_relu")(x)
+    x = layers.Conv2D(
+        stage.filters_out, 1, padding="same", use_bias=False, name=p + "project_conv"
+    )(x)
+    x = _bn(p + "bn2", momentum)(x)
+    if stride == 1 and filters_in == stage.filters_out:
+        x = layers.Add(name=p + "add")([x, inputs])
+    return x
+
+
+def block_boundaries() -> list[str]:
+    """Names of the layers that end each of the 16 blocks, then the head's activation."""
+    names = []
+    index = 0
+    for stage in _STAGES:
+        for r in range(stage.repeats):
+            first = r == 0
+            filters_in = stage.filters_in if first else stage.filters_out
+            stride = stage.stride if first else 1
+            residual = stride == 1 and filters_in == stage.filters_out
+            names.append(f"block{index}_" + ("add" if residual else "bn2"))
+            index += 1
+    names.append("head_relu")
+    return names
+
+
+def build_lite0(
+    input_shape: tuple[int, int, int],
+    *,
+    include_top: bool = False,
+    bn_momentum: float = 0.99,
+    name: str = "efficientnet_lite0",
+) -> keras.Model:
+    """Build Lite0 over float pixels in [0, 255] (normalisation is the model's first layer).
+
+    Args:
+        input_shape: (height, width, 3); any size works, the network is fully convolutional.
+        include_top: add global pooling and the 1000-class ImageNet classifier (logits).
+        bn_momentum: BatchNorm moving-average momentum (only matters when BN is trained).
+
+    Returns:
+        A Keras model whose output is the 1280-channel feature map (or ImageNet logits).
+    """
+    inputs = keras.Input(input_shape, name="pixels")
+    x = layers.Rescaling(1.0 / NORM_STD, offset=-NORM_MEAN / NORM_STD, name="normalize")(inputs)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = _bn("stem_bn", bn_momentum)(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    index = 0
+    for stage in _STAGES:
+        for r in range(stage.repeats):
+            x = _block(x, index, stage, r == 0, bn_momentum)
+            index += 1
+    x = layers.Conv2D(HEAD_CHANNELS, 1, padding="same", use_bias=False, name="head_conv")(x)
+    x = _bn("head_bn", bn_momentum)(x)
+    x = layers.ReLU(6.0, name="head_relu")(x)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(1000, name="imagenet_fc")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _torch_name(layer_name: str) -> str:
+    """Keras layer name -> PyTorch parameter prefix."""
+    fixed = {
+        "stem_conv": "_conv_stem",
+        "stem_bn": "_bn0",
+        "head_conv": "_conv_head",
+        "head_bn": "_bn1",
+        "imagenet_fc": "_fc",
+    }
+    if layer_name in fixed:
+        return fixed[layer_name]
+    block, _, rest = layer_name.partition("_")
+    return f"_blocks.{block.removeprefix('block')}._{rest}"
+
+
+def transplant(model: keras.Model, state: dict[str, np.ndarray]) -> int:
+    """Copy PyTorch Lite0 weights into `model` (built by `build_lite0`); returns tensors used.
+
+    Raises:
+        ValueError: a tensor is missing or has the wrong shape, so a silent partial load
+            cannot happen.
+    """
+    used = 0
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        prefix = _torch_name(layer.name)
+
+        def get(suffix: str, prefix: str = prefix, owner: str = layer.name) -> np.ndarray:
+            key = f"{prefix}.{suffix}"
+            if key not in state:
+                raise ValueError(f"weights file has no tensor {key!r} for layer {owner}")
+            return state[key]
+
+        if isinstance(layer, layers.DepthwiseConv2D):
+            values = [get("weight").transpose(2, 3, 0, 1)]  # (C,1,kh,kw) -> (kh,kw,C,1)
+        elif isinstance(layer, layers.Conv2D):
+            values = [get("weight").transpose(2, 3, 1, 0)]  # (O,I,kh,kw) -> (kh,kw,I,O)
+        elif isinstance(layer, layers.BatchNormalization):
+            values = [get(k) for k in ("weight", "bias", "running_mean", "running_var")]
+        elif isinstance(layer, layers.Dense):
+            values = [get("weight").T, get("bias")]
+        else:
+            raise ValueError(f"no transplant rule for layer {layer.name} ({type(layer).__name__})")
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [v.shape for v in values] != expected:
+            raise ValueError(
+                f"shape mismatch for {layer.name}: file {[v.shape for v in values]}, "
+                f"model {expected}"
+            )
+        layer.set_weights(values)
+        used += len(values)
+    return used

@@ -1,0 +1,237 @@
+"""The training config: one pydantic model, loaded from YAML plus `key=value` overrides.
+
+Every knob of a run lives here, is validated before any work starts, and is logged to MLflow and
+recorded in the manifest as `source_config`, so a published model says how it was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dir: Path = Path("data/trashnet")
+    """A folder with one sub-folder of images per class."""
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    split_seed: int = 1337
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+    max_images_per_class: int | None = Field(None, gt=0)
+    """Cap per class (deterministic subset); for smoke tests."""
+
+
+class InputConfig(_Section):
+    height: int = Field(224, ge=32, le=1024)
+    width: int = Field(224, ge=32, le=1024)
+    resize: Literal["squash", "center_crop", "letterbox"] = "squash"
+    resample: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+
+class ModelConfig(_Section):
+    backbone: Literal["efficientnet_lite0", "mobilenet_v2"] = "efficientnet_lite0"
+    weights: str | None = "pretrained"
+    """`pretrained`: Lite0's official ImageNet weights from the bundled `.pth` (offline);
+    `imagenet`: Keras' download (Keras backbones, needs internet); a path to a Keras
+    `.weights.h5`; null: from scratch."""
+    alpha: float = Field(1.0, gt=0, le=1.4)
+    """MobileNetV2 width multiplier."""
+    dropout: float = Field(0.2, ge=0, lt=1)
+    bn_momentum: float = Field(0.9, gt=0, lt=1)
+    """Only for BatchNorm layers that train (from scratch); Keras' 0.999 stalls small runs."""
+    tta_flip: bool = False
+    """Average the logits of the image and its mirror image inside the graph."""
+
+
+class AugmentConfig(_Section):
+    views: int = Field(4, ge=1, le=32)
+    """Augmented views of each training image whose backbone features are cached (head phase)."""
+    flip_horizontal: bool = True
+    flip_vertical: bool = True
+    rotation: float = Field(0.05, ge=0, le=0.5)
+    """Max rotation as a fraction of a full turn."""
+    zoom: float = Field(0.1, ge=0, lt=1)
+    translation: float = Field(0.05, ge=0, lt=1)
+    brightness: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+
+
+class PhaseConfig(_Section):
+    epochs: int = Field(30, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    patience: int = Field(8, ge=1)
+    """Early stopping on validation macro-F1; the best epoch's weights are restored."""
+
+
+class TrainConfig(_Section):
+    seed: int = 42
+    batch_size: int = Field(32, ge=1, le=1024)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    class_weights: Literal["none", "balanced", "sqrt"] = "sqrt"
+    head: PhaseConfig = Field(default_factory=PhaseConfig)
+    fine_tune: PhaseConfig = Field(
+        default_factory=lambda: PhaseConfig(epochs=0, learning_rate=2e-4, patience=3)
+    )
+    fine_tune_blocks: int = Field(1, ge=0, le=16)
+    """Top backbone blocks (of 16, plus the 1x1 head conv) trained in the fine-tune phase;
+    BatchNorm stays frozen. Their input activations are cached once."""
+
+
+class GateConfig(_Section):
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    """int8 accuracy may be at most this far below the float model's (0.01 = 1 point)."""
+    min_agreement: float = Field(0.98, ge=0, le=1)
+    """Share of test images where int8 and float predict the same class."""
+
+
+class QuantizeConfig(_Section):
+    modes: tuple[Literal["float32", "float16", "dynamic", "int8"], ...] = (
+        "float32",
+        "float16",
+        "dynamic",
+        "int8",
+    )
+    representative_images: int = Field(300, ge=1)
+    int8_output: Literal["float32", "int8", "uint8"] = "float32"
+    gate: GateConfig = Field(default_factory=GateConfig)
+    edgetpu: bool = True
+    """Compile `*_edgetpu.tflite` when `edgetpu_compiler` is on PATH (else say it was skipped)."""
+
+    @model_validator(mode="after")
+    def _int8_required(self) -> QuantizeConfig:
+        if "int8" not in self.modes:
+            raise ValueError("modes must include int8: it is the artifact that gets published")
+        return self
+
+
+class CalibrateConfig(_Section):
+    target_accuracy: float = Field(0.98, gt=0, le=1)
+    """The uncertain threshold is the lowest confidence at which the validation images above it
+    reach this accuracy."""
+    max_threshold: float = Field(0.9, ge=0, le=1)
+    ece_bins: int = Field(15, ge=2)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///mlruns.db"
+    artifact_location: str = "mlruns"
+    experiment: str = "wastesort"
+    registered_model: str = "wastesort-classifier"
+    aliases: tuple[str, ...] = ("candidate",)
+
+
+class RegistryConfig(_Section):
+    uri: str | None = "models"
+    """A local folder or s3://bucket/prefix; null skips publishing."""
+    aliases: tuple[str, ...] = ("production",)
+    golden_per_class: int = Field(2, ge=0, le=20)
+
+
+class Config(_Section):
+    name: str = Field("wastesort", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    output_dir: Path = Path("runs")
+    cache_dir: Path = Path(".cache/training")
+    threads: int | None = Field(None, ge=1)
+    """CPU threads for TensorFlow (None: TensorFlow decides)."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.data.val_fraction + self.data.test_fraction >= 0.8:
+            raise ValueError("data.val_fraction + data.test_fraction must leave 20% to train")
+        if self.model.backbone == "mobilenet_v2" and self.model.weights == "pretrained":
+            raise ValueError(
+                "model.weights: 'pretrained' is Lite0's bundled file; "
+                "use null, 'imagenet' or a path for mobilenet_v2"
+            )
+        if self.model.backbone == "efficientnet_lite0" and self.model.weights == "imagenet":
+            raise ValueError("model.weights: Lite0's ImageNet weights are 'pretrained' (offline)")
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _format_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r:.60})")
+    return "invalid training config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as a YAML scalar or list)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+    return key.split("."), value
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path[: i + 1])}: is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a YAML config, apply `key=value` overrides and validate everything.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key is unknown or a value invalid;
+            the message names every offending key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded or {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply(data, keys, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None

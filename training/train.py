@@ -1,0 +1,252 @@
+"""Training in phases on cached activations: the head first, then (optionally) the top blocks.
+
+Each phase stops early on validation macro-F1 and restores its best epoch. BatchNorm layers
+in the fine-tuned blocks stay frozen (in inference mode) with their ImageNet statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from training import features as feat
+from training.config import Config, PhaseConfig, TrainConfig
+from training.data import Dataset
+from training.metrics import macro_f1
+from training.model import assemble, augmenter, backbone_for, build_head, freeze_batchnorm, split
+
+log = logging.getLogger(__name__)
+
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Trained:
+    model: keras.Model
+    """The whole network, float pixels -> logits, ready to export."""
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def class_weights(y: np.ndarray, classes: int, mode: str) -> np.ndarray:
+    """Per-class loss weights (mean 1 over the samples): `balanced` is n/(k*n_c), `sqrt` its
+    square root, a gentler push for the rare `trash` class."""
+    counts = np.bincount(y, minlength=classes).astype(np.float64)
+    if mode == "none":
+        return np.ones(classes)
+    w = counts.sum() / (classes * np.maximum(counts, 1))
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    return w / np.sum(w * counts) * counts.sum()
+
+
+class _BestMacroF1(keras.callbacks.Callback):
+    """Early stopping on validation macro-F1 that restores the best epoch's weights."""
+
+    def __init__(
+        self,
+        *,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        classes: int,
+        patience: int,
+        phase: str,
+        hook: EpochHook | None,
+    ) -> None:
+        super().__init__()
+        self.x_val, self.y_val, self.classes = x_val, y_val, classes
+        self.patience, self.phase, self.hook = patience, phase, hook
+        self.best = -1.0
+        self.best_epoch = -1
+        self.best_weights: list[np.ndarray] | None = None
+        self.rows: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logits = self.model.predict(self.x_val, verbose=0, batch_size=256)
+        pred = logits.argmax(axis=1)
+        score = macro_f1(self.y_val, pred, self.classes)
+        row = {
+            "phase": self.phase,
+            "epoch": epoch,
+            "loss": float((logs or {}).get("loss", float("nan"))),
+            "val_macro_f1": score,
+            "val_accuracy": float((pred == self.y_val).mean()),
+        }
+        self.rows.append(row)
+        if self.hook:
+            self.hook(row)
+        if score > self.best:
+            self.best, self.best_epoch = score, epoch
+            self.best_weights = self.model.get_weights()
+        elif epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        log.info("%s: best val macro-F1 %.4f at epoch %d", self.phase, self.best, self.best_epoch)
+
+
+def _optimizer(phase: PhaseConfig, steps: int) -> keras.optimizers.Optimizer:
+    lr: Any = phase.learning_rate
+    if phase.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(phase.learning_rate, max(steps, 1))
+    if phase.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=phase.weight_decay)
+    if phase.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=phase.weight_decay or None)
+
+
+def fit_phase(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    phase: PhaseConfig,
+    train: TrainConfig,
+    classes: int,
+    name: str,
+    hook: EpochHook | None = None,
+) -> list[dict[str, Any]]:
+    """Fit `model` on (x, y) with early stopping on validation macro-F1; returns epoch rows."""
+    if phase.epochs == 0:
+        return []
+    steps = phase.epochs * math.ceil(len(x) / train.batch_size)
+    model.compile(
+        optimizer=_optimizer(phase, steps),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=train.label_smoothing
+        ),
+    )
+    weights = class_weights(y, classes, train.class_weights)[y]
+    best = _BestMacroF1(
+        x_val=x_val, y_val=y_val, classes=classes, patience=phase.patience, phase=name, hook=hook
+    )
+    model.fit(
+        x,
+        keras.utils.to_categorical(y, classes),
+        sample_weight=weights,
+        batch_size=train.batch_size,
+        epochs=phase.epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=[best],
+    )
+    return best.rows
+
+
+def _views(cfg: Config, y: np.ndarray, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(views, N, ...) activations -> flat training set with labels repeated per view."""
+    return acts.reshape((-1, *acts.shape[2:])), np.tile(y, acts.shape[0])
+
+
+def train(
+    cfg: Config,
+    ds: Dataset,
+    pixels: np.ndarray,
+    *,
+    hook: EpochHook | None = None,
+) -> Trained:
+    """Build the network from `cfg` and train it on the dataset's train split."""
+    keras.utils.set_random_seed(cfg.train.seed)
+    classes = len(ds.labels)
+    timings: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    backbone = backbone_for(cfg)
+    backbone.trainable = False
+    tr, va = ds.indices("train"), ds.indices("val")
+    y_tr, y_va = ds.targets("train"), ds.targets("val")
+    aug = augmenter(cfg.augment, cfg.train.seed)
+    key_parts = {
+        "fingerprint": ds.fingerprint,
+        "split": [ds.split[s] for s in ("train", "val")],
+        "input": cfg.input.model_dump(),
+        "backbone": cfg.model.backbone,
+        "weights": cfg.model.weights,
+        "alpha": cfg.model.alpha,
+        "augment": cfg.augment.model_dump(),
+        "seed": cfg.train.seed,
+    }
+    cache = Path(cfg.cache_dir) / "features"
+    bs = cfg.train.batch_size
+    can_cache = cfg.model.weights is not None  # random weights differ per run: nothing to reuse
+
+    def acts(model: keras.Model, tag: str, idx: list[int], views: int, augment: bool) -> np.ndarray:
+        def compute() -> np.ndarray:
+            return feat.extract(
+                model, pixels[idx], batch_size=bs, views=views, augment=aug if augment else None
+            )
+
+        if not can_cache:
+            return compute()
+        return feat.cached(
+            cache / f"{tag}-{feat.cache_key({**key_parts, 'tag': tag})}.npy", compute
+        )
+
+    # Phase 1: the head on pooled backbone features.
+    t0 = time.monotonic()
+    pooled = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()], name="pooled")
+    f_tr = acts(pooled, "pooled-train", tr, cfg.augment.views, True)
+    f_va = acts(pooled, "pooled-val", va, 1, False)[0]
+    timings["features_s"] = time.monotonic() - t0
+    head = build_head(f_tr.shape[-1], classes, cfg.model.dropout)
+    t0 = time.monotonic()
+    x, y = _views(cfg, y_tr, f_tr)
+    rows += fit_phase(
+        head,
+        x,
+        y,
+        f_va,
+        y_va,
+        phase=cfg.train.head,
+        train=cfg.train,
+        classes=classes,
+        name="head",
+        hook=hook,
+    )
+    timings["head_s"] = time.monotonic() - t0
+
+    # Phase 2: the top blocks on cached activations of the frozen trunk.
+    parts = split(backbone, cfg.train.fine_tune_blocks)
+    if cfg.train.fine_tune.epochs > 0 and parts is not None:
+        t0 = time.monotonic()
+        trunk, top = parts
+        a_tr = acts(trunk, f"trunk{cfg.train.fine_tune_blocks}-train", tr, cfg.augment.views, True)
+        a_va = acts(trunk, f"trunk{cfg.train.fine_tune_blocks}-val", va, 1, False)[0]
+        backbone.trainable = True
+        top.trainable = True
+        freeze_batchnorm(top)
+        inputs = keras.Input(a_tr.shape[2:], name="trunk_out")
+        logits = head(keras.layers.GlobalAveragePooling2D()(top(inputs)))
+        tuned = keras.Model(inputs, logits, name="fine_tune")
+        x, y = _views(cfg, y_tr, a_tr)
+        del a_tr
+        rows += fit_phase(
+            tuned,
+            x,
+            y,
+            a_va,
+            y_va,
+            phase=cfg.train.fine_tune,
+            train=cfg.train,
+            classes=classes,
+            name="fine_tune",
+            hook=hook,
+        )
+        timings["fine_tune_s"] = time.monotonic() - t0
+    elif cfg.train.fine_tune.epochs > 0:
+        log.warning("fine-tuning needs a Lite0 backbone cut; skipped for %s", cfg.model.backbone)
+    backbone.trainable = False
+    model = assemble(backbone, head, tta_flip=cfg.model.tta_flip)
+    return Trained(model=model, epochs=rows, timings=timings)
