@@ -1,0 +1,1 @@
+"""Small Lambda functions around the API: the CodeDeploy pre-traffic hook."""

@@ -1,0 +1,51 @@
+"""Bin devices: IoT role alias, least-privilege role, telemetry prefix per thing."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Template
+from infra_testlib import only, statements
+
+
+def test_device_role_is_assumed_only_by_the_iot_credentials_provider(template: Template) -> None:
+    roles = {
+        k: v
+        for k, v in template.find_resources("AWS::IAM::Role").items()
+        if k.startswith("DevicesRole")
+    }
+    role = only(roles)["Properties"]
+    principals = [s["Principal"] for s in role["AssumeRolePolicyDocument"]["Statement"]]
+    assert principals == [{"Service": "credentials.iot.amazonaws.com"}]
+    assert role["MaxSessionDuration"] == 3600
+    assert "ManagedPolicyArns" not in role
+
+
+def test_device_policy_reads_the_registry_and_writes_only_its_own_telemetry(
+    template_json: dict,
+) -> None:
+    found = statements(template_json, "DevicesRole")
+    assert sorted(s["Action"] for s in found) == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
+    get = next(s for s in found if s["Action"] == "s3:GetObject")
+    assert get["Resource"]["Fn::Join"][1][0]["Fn::GetAtt"][0].startswith("ModelsBucket")
+    assert get["Resource"]["Fn::Join"][1][1] == "/registry/*"
+    put = next(s for s in found if s["Action"] == "s3:PutObject")
+    bucket, key = put["Resource"]["Fn::Join"][1]
+    assert bucket["Fn::GetAtt"][0].startswith("DevicesTelemetry")
+    assert key == "/telemetry/${credentials-iot:ThingName}/*"
+    assert all(s["Effect"] == "Allow" for s in found)
+
+
+def test_role_alias_and_the_certificate_policy(template: Template) -> None:
+    alias_id, alias = next(iter(template.find_resources("AWS::IoT::RoleAlias").items()))
+    props = alias["Properties"]
+    assert props["RoleAlias"] == "wastesort-test-device"
+    assert props["CredentialDurationSeconds"] == 3600
+    assert props["RoleArn"]["Fn::GetAtt"][0].startswith("DevicesRole")
+    policy = only(template.find_resources("AWS::IoT::Policy"))["Properties"]
+    assert policy["PolicyName"] == "wastesort-test-device"
+    assert policy["PolicyDocument"]["Statement"] == [
+        {
+            "Effect": "Allow",
+            "Action": "iot:AssumeRoleWithCertificate",
+            "Resource": {"Fn::GetAtt": [alias_id, "RoleAliasArn"]},
+        }
+    ]
