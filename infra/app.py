@@ -53,10 +53,10 @@ def build_app(
     return app, stack
 
 
-def main() -> int:
+def main(context: dict[str, Any] | None = None) -> int:
     """Synthesize, or print one clear line about the context and exit 2."""
     try:
-        app, _ = build_app()
+        app, _ = build_app(context)
     except ConfigError as exc:
         print(f"wastesort infra: {exc}", file=sys.stderr)
         return 2

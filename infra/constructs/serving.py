@@ -66,6 +66,12 @@ class Serving(Construct):
             reserved_concurrency=config.reserved_concurrency,
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if config.snapstart else None,
         )
+        if config.snapstart:
+            acknowledge(
+                self.function,
+                rule="@aws-cdk/aws-lambda:snapStartRequirePublish",
+                reason="Every synth publishes `current_version`; alias `live` points at it.",
+            )
         models.grant_read(self.function.role)  # type: ignore[arg-type]
         self.version = self.function.current_version
         self.alias = lambda_.Alias(self, "Live", alias_name=c.LIVE_ALIAS, version=self.version)

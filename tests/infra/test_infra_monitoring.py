@@ -31,7 +31,7 @@ def test_the_alarm_set(template: Template) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "metric", "namespace", "stat", "threshold", "operator", "periods"),
+    "spec",
     [
         ("api-5xx-rate", "5XXError", "AWS/ApiGateway", "Average", 0.05, "GreaterThanThreshold", 5),
         ("api-latency-p99", "Latency", "AWS/ApiGateway", "p99", 3000, "GreaterThanThreshold", 5),
@@ -58,16 +58,8 @@ def test_the_alarm_set(template: Template) -> None:
         ),
     ],
 )
-def test_alarm_thresholds(
-    template: Template,
-    name: str,
-    metric: str,
-    namespace: str,
-    stat: str,
-    threshold: float,
-    operator: str,
-    periods: int,
-) -> None:
+def test_alarm_thresholds(template: Template, spec: tuple) -> None:
+    name, metric, namespace, stat, threshold, operator, periods = spec
     alarm = _alarms(template)[name]
     assert alarm["MetricName"] == metric
     assert alarm["Namespace"] == namespace
