@@ -1,0 +1,289 @@
+"""Request bodies -> image bytes: multipart uploads, raw `image/*` bodies, JSON base64 or URLs.
+
+Each image is checked twice before the core decodes it: its declared content type must be one
+we serve (JPEG, PNG, WebP) and its first bytes must carry that format's signature, so a PNG
+declared as JPEG, or a script declared as an image, is refused with a precise problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.datastructures import UploadFile
+
+from functions.api.problems import Problem
+
+if TYPE_CHECKING:
+    from functions.api.fetch import Fetcher
+
+SERVED_TYPES = ("image/jpeg", "image/png", "image/webp")
+ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
+UNTYPED = ("application/octet-stream", "binary/octet-stream")
+"""Declared by clients that do not know (curl without `;type=`, S3 defaults): sniff only."""
+
+
+# --- the JSON bodies (also the OpenAPI schema) -----------------------------------------------
+
+
+class ImageRef(BaseModel):
+    """One image, inline as base64 (a `data:` URL is fine) or by an https URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_base64: str | None = Field(default=None, description="the encoded image, base64")
+    image_url: str | None = Field(default=None, description="https URL on the allow-list")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageRef:
+        if (self.image_base64 is None) == (self.image_url is None):
+            raise ValueError("give exactly one of image_base64 and image_url")
+        return self
+
+
+class PredictRequest(ImageRef):
+    top_k: int | None = Field(default=None, ge=1, description="keep the K best classes")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[ImageRef] = Field(min_length=1)
+    top_k: int | None = Field(default=None, ge=1)
+
+
+# --- one image, before the core sees it ------------------------------------------------------
+
+
+@dataclass
+class ImageInput:
+    """An image to classify, or the problem that stopped it from becoming one."""
+
+    data: bytes = b""
+    declared_type: str | None = None
+    source: str = "body"
+    problem: Problem | None = None
+
+
+def sniff(data: bytes) -> str | None:
+    """The served format the bytes' signature says, or None."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def media_type(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    base = content_type.split(";", 1)[0].strip().lower()
+    return ALIASES.get(base, base) or None
+
+
+def check_image(data: bytes, declared: str | None) -> None:
+    """Refuse what is not a served image by declared type and by signature.
+
+    Raises:
+        Problem: empty-image, unsupported-media-type, not-an-image, content-type-mismatch.
+    """
+    declared = media_type(declared)
+    if declared is not None and declared not in SERVED_TYPES and declared not in UNTYPED:
+        raise Problem(
+            "unsupported-media-type",
+            f"{declared} is not served; send {', '.join(SERVED_TYPES)}",
+            accepted=list(SERVED_TYPES),
+        )
+    if not data:
+        raise Problem("empty-image", "the image is empty (0 bytes)")
+    actual = sniff(data)
+    if actual is None:
+        raise Problem("not-an-image", "the bytes are not a JPEG, PNG or WebP image")
+    if declared in SERVED_TYPES and declared != actual:
+        raise Problem(
+            "content-type-mismatch",
+            f"declared {declared} but the bytes are {actual}",
+            declared=declared,
+            detected=actual,
+        )
+
+
+def decode_base64(text: str) -> tuple[bytes, str | None]:
+    """base64 (standard or URL-safe, wrapped lines allowed, or a `data:` URL) -> bytes and
+    the media type a data URL declares."""
+    declared = None
+    if text.startswith("data:"):
+        header, sep, text = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise Problem("invalid-base64", "a data: URL must be `data:<type>;base64,<data>`")
+        declared = header[5:].removesuffix(";base64") or None
+    compact = "".join(text.split())
+    if "-" in compact or "_" in compact:
+        compact = compact.replace("-", "+").replace("_", "/")
+    compact += "=" * (-len(compact) % 4) if len(compact) % 4 != 1 else ""
+    try:
+        return base64.b64decode(compact, validate=True), declared
+    except (binascii.Error, ValueError):
+        raise Problem("invalid-base64", "image_base64 is not valid base64") from None
+
+
+# --- reading requests ------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it passes `limit` (not after buffering it).
+
+    The body is cached on the request, so `request.form()` parses it afterwards.
+    """
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem("payload-too-large", f"the body is over {limit:,} bytes", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem("payload-too-large", f"the body is over {limit:,} bytes", limit=limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's form() reads the cached body
+    return body
+
+
+def _validation(exc: ValidationError) -> Problem:
+    errors = [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+    return Problem("validation-error", "the JSON body is not valid", errors=errors)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Problem("malformed-request", f"the body is not valid JSON: {exc}") from None
+
+
+def _top_k(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        top_k = int(value)
+    except (TypeError, ValueError):
+        top_k = 0
+    if top_k < 1:
+        raise Problem("validation-error", "top_k must be a positive integer")
+    return top_k
+
+
+async def _form(request: Request, max_files: int) -> Any:
+    try:
+        return await request.form(max_files=max_files, max_fields=16)
+    except HTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise Problem("too-many-images", str(exc.detail), limit=max_files) from None
+        raise Problem("malformed-request", f"the multipart body: {exc.detail}") from None
+
+
+async def _upload(item: Any, field: str) -> ImageInput:
+    if not isinstance(item, UploadFile):
+        return ImageInput(
+            problem=Problem("validation-error", f"multipart field {field!r} must be a file")
+        )
+    data = await item.read()
+    return ImageInput(data, item.headers.get("content-type"), item.filename or field)
+
+
+async def _from_ref(ref: ImageRef, fetcher: Fetcher, index: int | None = None) -> ImageInput:
+    where = "image_base64" if index is None else f"images[{index}]"
+    try:
+        if ref.image_base64 is not None:
+            data, declared = decode_base64(ref.image_base64)
+            return ImageInput(data, declared, where)
+        fetched = await fetcher.fetch(ref.image_url or "")
+        return ImageInput(fetched.data, fetched.content_type, fetched.url)
+    except Problem as problem:
+        return ImageInput(source=where, problem=problem)
+
+
+def _kind_of_body(request: Request) -> str:
+    declared = media_type(request.headers.get("content-type"))
+    if declared == "multipart/form-data":
+        return "multipart"
+    if declared == "application/json" or (declared or "").endswith("+json"):
+        return "json"
+    if declared is None or declared.startswith("image/") or declared in UNTYPED:
+        return "raw"
+    raise Problem(
+        "unsupported-media-type",
+        f"a {declared} body is not accepted; send multipart/form-data, image/* or JSON",
+    )
+
+
+async def parse_single(
+    request: Request, *, limit: int, fetcher: Fetcher
+) -> tuple[ImageInput, int | None]:
+    """The one image of a `/predict` request and its `top_k`.
+
+    Raises:
+        Problem: the body cannot give an image (the image's own checks come later).
+    """
+    kind = _kind_of_body(request)
+    body = await read_body(request, limit)
+    top_k = _top_k(request.query_params.get("top_k"))
+    if kind == "raw":
+        return ImageInput(body, request.headers.get("content-type"), "body"), top_k
+    if kind == "multipart":
+        form = await _form(request, max_files=1)
+        if "file" not in form:
+            raise Problem("validation-error", "the multipart body has no `file` field")
+        image = await _upload(form["file"], "file")
+        return image, _top_k(form.get("top_k")) or top_k
+    try:
+        parsed = PredictRequest.model_validate(_json(body))
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    image = await _from_ref(parsed, fetcher)
+    return image, parsed.top_k or top_k
+
+
+async def parse_batch(
+    request: Request, *, limit: int, batch_max: int, fetcher: Fetcher
+) -> tuple[list[ImageInput], int | None]:
+    """The images of a `/predict/batch` request, each with its own problem if it has one."""
+    import asyncio  # noqa: PLC0415
+
+    kind = _kind_of_body(request)
+    if kind == "raw":
+        raise Problem("unsupported-media-type", "a batch is multipart (`files`) or JSON (`images`)")
+    await read_body(request, limit)
+    top_k = _top_k(request.query_params.get("top_k"))
+    if kind == "multipart":
+        form = await _form(request, max_files=batch_max)
+        uploads = form.getlist("files")
+        if not uploads:
+            raise Problem("validation-error", "the multipart body has no `files` field")
+        if len(uploads) > batch_max:
+            raise Problem("too-many-images", f"at most {batch_max} images", limit=batch_max)
+        images = [await _upload(item, "files") for item in uploads]
+        return images, _top_k(form.get("top_k")) or top_k
+    raw = _json(request._body)  # cached by read_body
+    images_raw = raw.get("images") if isinstance(raw, dict) else None
+    if isinstance(images_raw, list) and len(images_raw) > batch_max:
+        raise Problem("too-many-images", f"at most {batch_max} images", limit=batch_max)
+    try:
+        parsed = BatchRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    images = await asyncio.gather(
+        *(_from_ref(ref, fetcher, i) for i, ref in enumerate(parsed.images))
+    )
+    return list(images), parsed.top_k or top_k

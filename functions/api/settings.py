@@ -1,0 +1,70 @@
+"""The API's configuration, read once from the environment (pydantic-settings).
+
+`MODEL_URI` and `MODEL_SHA256` are shared with the infrastructure and the pre-traffic hook, so
+they carry no prefix; everything that only the API reads starts with `API_`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from wastesort.classifier import default_model_uri
+
+LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
+"""API Gateway + Lambda refuse synchronous payloads above 6 MB; the API refuses them first."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the API; lists (`API_URL_ALLOWLIST`, `API_CORS_ORIGINS`) comma-separated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="API_", case_sensitive=False, extra="ignore", protected_namespaces=()
+    )
+
+    model_uri: str = Field(
+        default_factory=default_model_uri,
+        validation_alias=AliasChoices("MODEL_URI", "model_uri"),
+        description="registry URI with optional @version/@alias, or a .tflite path",
+    )
+    model_sha256: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MODEL_SHA256", "model_sha256"),
+        description="refuse to serve unless the model's sha256 is this",
+    )
+    num_threads: int | None = Field(default=None, ge=1, le=16)
+    """Threads per interpreter; None: the core's default (WASTESORT_NUM_THREADS or min(4, CPUs))."""
+    pool_size: int = Field(default=1, ge=1, le=64)
+    """Interpreters built at most. 1 measured best under load here (bench/serving.py)."""
+    model_retry_s: float = Field(default=30.0, ge=0)
+    """After a failed load, try again on a request at most this often (no crash loop)."""
+
+    max_body_bytes: int = Field(default=LAMBDA_PAYLOAD_LIMIT, ge=1024)
+    batch_max: int = Field(default=16, ge=1, le=256)
+    default_top_k: int | None = Field(default=None, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1)
+
+    url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Hosts (`images.example.com`, or `*.example.com` for subdomains) image URLs may name;
+    empty disables URL input."""
+    url_max_bytes: int = Field(default=LAMBDA_PAYLOAD_LIMIT, ge=1024)
+    url_connect_timeout_s: float = Field(default=3.0, gt=0)
+    url_read_timeout_s: float = Field(default=5.0, gt=0)
+    url_total_timeout_s: float = Field(default=10.0, gt=0)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed by CORS; empty (the default) sends no CORS headers at all."""
+
+    @field_validator("url_allowlist", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("url_allowlist")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [host.lower().rstrip(".") for host in value]
