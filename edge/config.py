@@ -1,0 +1,254 @@
+"""The runner's configuration: one pydantic model read from YAML, overridable by environment.
+
+A device's fleet-wide settings live in `edge.yaml`; per-device values (the device id, a
+registry URI) can come from the environment as `WASTESORT_EDGE_<FIELD>` with `__` between
+nested names (`WASTESORT_EDGE_MODEL__ALIAS=canary`), which is what a systemd
+`EnvironmentFile` provides. Anything invalid is refused at start with one readable message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "WASTESORT_EDGE_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which field and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    registry: str | None = None
+    """A local registry folder, `s3://bucket/prefix` or `https://host/prefix` (where
+    `manifest.json` is published); None means the bundled registry."""
+    alias: str = "production"
+    public_key: Path | None = None
+    """The fleet's ed25519 public key (PEM). When set, every model must be signed by it."""
+    delegate: Literal["cpu", "edgetpu"] = "cpu"
+    num_threads: int | None = Field(default=None, ge=1, le=16)
+    poll_interval_s: float = Field(default=300.0, gt=0)
+    poll_jitter: float = Field(default=0.2, ge=0, lt=1)
+    """Each wait is `poll_interval_s * (1 ± poll_jitter)`, so a fleet does not poll in step."""
+    self_test: bool = True
+    """Replay the version's golden set before switching to it."""
+    golden_tolerance: float = Field(default=0.05, ge=0, le=1)
+    """How far a golden image's scores may drift from the published ones (another runtime
+    or CPU may round differently); the expected class must always match."""
+    rollback_after_errors: int = Field(default=3, ge=1)
+    """Consecutive frames a new model may fail on before the runner goes back to the last
+    known good one."""
+
+
+class TriggerConfig(_Section):
+    mode: Literal["continuous", "change", "button"] = "continuous"
+    fps: float = Field(default=2.0, gt=0, le=60)
+    change_threshold: float = Field(default=0.06, gt=0, le=1)
+    """Mean absolute difference (0..1) of a small grey thumbnail against the last frame that
+    triggered, above which a frame counts as a change."""
+    button_pin: int | str | None = None
+    burst: int | None = Field(default=None, ge=1)
+    """Frames captured per trigger for `change` and `button` (default: the decision window)."""
+
+    @model_validator(mode="after")
+    def _button_needs_pin(self) -> TriggerConfig:
+        if self.mode == "button" and self.button_pin is None:
+            raise ValueError("trigger mode 'button' needs button_pin (a GPIO number or name)")
+        return self
+
+
+class SourceConfig(_Section):
+    kind: Literal["camera", "folder", "image"] = "folder"
+    path: Path | None = None
+    """The folder to watch (`folder`) or the image file (`image`)."""
+    watch: bool = True
+    """`folder`: keep waiting for new files; False (or `--once`) stops when all are done."""
+    poll_s: float = Field(default=0.5, gt=0)
+    camera: Literal["auto", "picamera2", "opencv"] = "auto"
+    camera_index: int = 0
+    width: int = Field(default=640, gt=0)
+    height: int = Field(default=480, gt=0)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> SourceConfig:
+        if self.kind in ("folder", "image") and self.path is None:
+            raise ValueError(f"source kind {self.kind!r} needs a path")
+        return self
+
+
+class DecideConfig(_Section):
+    k: int = Field(default=3, ge=1, le=100)
+    """Consecutive frames that must agree on a class."""
+    window: int | None = Field(default=None, ge=1)
+    """Frames after which an item without K agreeing frames is `uncertain` (default 2K-1)."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """Confidence a frame needs to count; None means the model's recorded threshold."""
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> DecideConfig:
+        if self.window is not None and self.window < self.k:
+            raise ValueError(f"window ({self.window}) must be at least k ({self.k})")
+        return self
+
+    @property
+    def frames(self) -> int:
+        return self.window or 2 * self.k - 1
+
+
+class LogActuatorConfig(_Section):
+    type: Literal["log"] = "log"
+    console: bool = False
+    """Print one JSON line per decision on stdout (what `--once` uses)."""
+
+
+class LedActuatorConfig(_Section):
+    type: Literal["led"] = "led"
+    pins: dict[str, int | str]
+    """Class (or `uncertain`) -> GPIO pin of the LED that lights for it."""
+
+
+class ServoActuatorConfig(_Section):
+    type: Literal["servo"] = "servo"
+    pin: int | str
+    positions: dict[str, float]
+    """Class -> servo value in -1..1; `uncertain` (the safe bin) is required."""
+
+    @model_validator(mode="after")
+    def _positions(self) -> ServoActuatorConfig:
+        if "uncertain" not in self.positions:
+            raise ValueError("servo positions need an 'uncertain' entry (the safe default bin)")
+        if any(not -1 <= v <= 1 for v in self.positions.values()):
+            raise ValueError("servo positions are values between -1 and 1")
+        return self
+
+
+class MqttActuatorConfig(_Section):
+    type: Literal["mqtt"] = "mqtt"
+    host: str
+    port: int = 1883
+    topic: str = "wastesort/{device_id}/decision"
+    qos: Literal[0, 1, 2] = 1
+
+
+class WebhookActuatorConfig(_Section):
+    type: Literal["webhook"] = "webhook"
+    url: str
+    timeout_s: float = Field(default=2.0, gt=0)
+
+
+ActuatorConfig = Annotated[
+    LogActuatorConfig
+    | LedActuatorConfig
+    | ServoActuatorConfig
+    | MqttActuatorConfig
+    | WebhookActuatorConfig,
+    Field(discriminator="type"),
+]
+
+
+class TelemetryConfig(_Section):
+    enabled: bool = True
+    upload_to: str | None = None
+    """`s3://bucket/prefix` or an `https://` endpoint that accepts JSON-lines batches;
+    None keeps everything in the local queue."""
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    upload_interval_s: float = Field(default=60.0, gt=0)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=900.0, gt=0)
+    max_events: int = Field(default=200_000, ge=10)
+    """The queue's bound; the oldest events beyond it are evicted, counted and reported."""
+    durability: Literal["normal", "full"] = "normal"
+    """SQLite `synchronous`: `normal` survives a crash or kill -9; `full` also a power cut,
+    at one fsync per decision."""
+
+
+class HealthConfig(_Section):
+    interval_s: float = Field(default=60.0, gt=0)
+
+
+class EdgeConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    state_dir: Path = Path("/var/lib/wastesort-edge")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    source: SourceConfig = Field(default_factory=lambda: SourceConfig(kind="camera"))
+    decide: DecideConfig = Field(default_factory=DecideConfig)
+    actuators: list[ActuatorConfig] = Field(default_factory=lambda: [LogActuatorConfig()])
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment (per device) wins over the YAML file (per fleet).
+        return env_settings, init_settings
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> EdgeConfig:
+    """Read `path` (YAML), apply `overrides` (nested dicts, from the command line), validate.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or a field is invalid.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        import yaml  # noqa: PLC0415
+
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings at the top level")
+        data = loaded or {}
+    _merge(data, overrides)
+    try:
+        return EdgeConfig(**data)
+    except ValidationError as exc:
+        origin = f"{path}" if path else "the settings"
+        raise ConfigError(f"{origin} is invalid:\n{_describe(exc)}") from None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        elif value is not None:
+            base[key] = value
+
+
+def env_overrides_present() -> list[str]:
+    """Names of the WASTESORT_EDGE_* variables in effect (logged at start)."""
+    return sorted(name for name in os.environ if name.startswith(ENV_PREFIX))

@@ -1,0 +1,392 @@
+"""The loop at the bin: frame -> decode -> preprocess -> invoke -> decide -> record -> act.
+
+Model updates, telemetry uploads and heartbeats run on their own threads; the loop only
+swaps in a ready model between two frames. SIGTERM lets the frame in hand finish, then
+telemetry is flushed and systemd is told we are stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edge.actuators import Actuator, build_actuators
+from edge.config import EdgeConfig
+from edge.decide import Debouncer, Decision
+from edge.health import Health
+from edge.sources import Frame, Source, open_source
+from edge.telemetry import TelemetryQueue, Uploader, open_sink
+from edge.updater import Updater, describe
+from wastesort.classifier import Classifier, Prediction
+from wastesort.errors import ImageError
+from wastesort.preprocess import load_image, resize
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "preprocess", "invoke", "decide", "telemetry", "act")
+
+
+class Watchdog:
+    """systemd's notify protocol: one datagram per message to $NOTIFY_SOCKET (no library).
+
+    `WATCHDOG=1` is sent at most every half of $WATCHDOG_USEC, from the frame loop itself,
+    so a wedged camera or interpreter gets the service restarted.
+    """
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET") or None
+        if address and address.startswith("@"):
+            address = "\0" + address[1:]  # an abstract socket
+        self.address = address
+        usec = int(env.get("WATCHDOG_USEC") or 0)
+        self.interval = usec / 2e6 if usec else None
+        self._last = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def notify(self, message: str) -> None:
+        if self.address is None:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(message.encode(), self.address)
+        except OSError as exc:
+            log.debug("sd_notify %r failed: %s", message, exc)
+
+    def ready(self, status: str) -> None:
+        self.notify(f"READY=1\nSTATUS={status}")
+
+    def ping(self) -> None:
+        if self.interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.notify("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self.notify("STOPPING=1")
+
+
+@dataclass
+class Stats:
+    """Per-stage wall time, for the log at exit and the benchmark."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames: int = 0
+    decisions: int = 0
+    bad_frames: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.started
+        frames = max(1, self.frames)
+        return {
+            "frames": self.frames,
+            "decisions": self.decisions,
+            "bad_frames": self.bad_frames,
+            "elapsed_s": round(elapsed, 4),
+            "decisions_per_s": round(self.decisions / elapsed, 3) if elapsed else None,
+            "stage_ms": {k: round(v * 1000 / frames, 4) for k, v in self.seconds.items()},
+        }
+
+
+class Runner:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        source: Source,
+        updater: Updater,
+        actuators: list[Actuator],
+        queue: TelemetryQueue | None,
+        uploader: Uploader | None,
+        once: bool = False,
+        watchdog: Watchdog | None = None,
+        per_file: bool = False,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.updater = updater
+        self.actuators = actuators
+        self.queue = queue
+        self.uploader = uploader
+        self.once = once
+        self.watchdog = watchdog or Watchdog()
+        self.stop = threading.Event()
+        self.stats = Stats()
+        decide = config.decide
+        # A file is one item seen once: it is decided on its own frame.
+        self.debouncer = (
+            Debouncer(k=1, window=1, threshold=decide.threshold)
+            if per_file
+            else Debouncer(k=decide.k, window=decide.frames, threshold=decide.threshold)
+        )
+        self.health = Health(config.device_id, config.state_dir)
+        self.classifier: Classifier = updater.start()
+        self._item: int | None = None
+        self.last_prediction: Prediction | None = None
+        self._last_label: str | None = None
+        self._model_failures = 0
+        self._threads: list[threading.Thread] = []
+        self.health.provide("model", self._model_status)
+        if queue is not None:
+            self.health.provide("telemetry", self._telemetry_status)
+        self.health.provide("decisions", lambda: self.stats.decisions)
+
+    # --- reporting ---------------------------------------------------------------------------
+
+    def _model_status(self) -> dict[str, Any]:
+        status = self.updater.status()
+        status["serving"] = self.classifier.version
+        status["runtime"] = self.classifier.runtime.to_dict()
+        status["accelerator"] = "edgetpu" if self.classifier.runtime.delegate else "cpu"
+        return status
+
+    def _telemetry_status(self) -> dict[str, Any]:
+        status = self.queue.stats() if self.queue else {}
+        if self.uploader is not None:
+            status["upload_failures"] = self.uploader.failures
+            status["last_upload_at"] = self.uploader.last_upload_at
+            status["last_upload_error"] = self.uploader.last_error
+        return status
+
+    def _error(self, message: str) -> None:
+        log.error("%s", message)
+        self.health.error(message)
+
+    # --- one frame ---------------------------------------------------------------------------
+
+    def _swap(self, classifier: Classifier, why: str) -> None:
+        previous = self.classifier.version
+        self.classifier = classifier
+        self.debouncer.reset()
+        self._model_failures = 0
+        log.info(
+            "now serving %s (was %s; %s) on %s",
+            classifier.version,
+            previous,
+            why,
+            describe(classifier),
+        )
+
+    def process(self, frame: Frame) -> Decision | None:
+        """Classify one frame; returns the decision when this frame completes an item."""
+        clf = self.classifier
+        spec = clf.input_spec
+        seconds = self.stats.seconds
+        if frame.item != self._item:
+            self.debouncer.reset()
+            self._item = frame.item
+        t0 = time.perf_counter()
+        if frame.data is not None:
+            image = load_image(
+                frame.data, max_pixels=clf.max_pixels, draft_size=(spec.width, spec.height)
+            )
+        else:
+            image = Image.fromarray(np.ascontiguousarray(frame.array, dtype=np.uint8))
+        t1 = time.perf_counter()
+        array = np.asarray(resize(image, spec), dtype=np.uint8)
+        t2 = time.perf_counter()
+        prediction = clf.predict_arrays(array)[0]
+        t3 = time.perf_counter()
+        decision = self.debouncer.update(prediction, clf.entry.uncertain_threshold)
+        t4 = time.perf_counter()
+        seconds["decode"] += t1 - t0
+        seconds["preprocess"] += t2 - t1
+        seconds["invoke"] += t3 - t2
+        seconds["decide"] += t4 - t3
+        self.stats.frames += 1
+        self.last_prediction = prediction
+        if decision is None:
+            return None
+        if frame.item == 0 and decision.label == self._last_label:
+            return None  # continuous mode: the same thing still there is not a new item
+        self._last_label = decision.label
+        self.stats.decisions += 1
+        context = {
+            "device_id": self.config.device_id,
+            "source": frame.name,
+            "latency_ms": round((t4 - t0) * 1000, 3),
+        }
+        if self.queue is not None:
+            self.queue.record(
+                {
+                    "model_version": decision.model_version,
+                    "decision": decision.label,
+                    "confidence": decision.confidence,
+                    "frames": decision.frames,
+                    "latency_ms": context["latency_ms"],
+                    "source": frame.name,
+                    "accelerator": "edgetpu" if clf.runtime.delegate else "cpu",
+                }
+            )
+        t5 = time.perf_counter()
+        seconds["telemetry"] += t5 - t4
+        for actuator in self.actuators:
+            try:
+                actuator.act(decision, context)
+            except Exception as exc:  # an actuator failing must not stop the bin
+                self._error(f"actuator {actuator.name} failed: {type(exc).__name__}: {exc}")
+        seconds["act"] += time.perf_counter() - t5
+        return decision
+
+    def _handle(self, frame: Frame) -> None:
+        try:
+            self.process(frame)
+            self._model_failures = 0
+        except ImageError as exc:
+            self.stats.bad_frames += 1
+            self._error(f"{frame.name}: {exc}")
+        except Exception as exc:
+            self._model_failures += 1
+            self._error(
+                f"model {self.classifier.version} failed on {frame.name}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            if self._model_failures >= self.config.model.rollback_after_errors:
+                restored = self.updater.rollback(f"{self._model_failures} frames failed: {exc}")
+                if restored is not None:
+                    self._swap(restored, "rollback")
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _background(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        while not stop.wait(self.config.health.interval_s):
+            self.beat()
+
+    def beat(self) -> dict[str, Any]:
+        sink = self.uploader.sink if self.uploader is not None else None
+        return self.health.beat(sink.put_heartbeat if sink is not None else None)
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: Any) -> None:
+            log.info("%s: finishing the current frame, then stopping", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self) -> Stats:
+        if self.once:
+            pending = self.updater.check() and self.updater.take_pending()
+            if pending:
+                self._swap(pending, "update")
+        else:
+            self._background("updater", self.updater.run)
+            if self.uploader is not None:
+                self._background("uploader", self.uploader.run)
+            self._background("heartbeat", self._heartbeats)
+        self.beat()
+        self.watchdog.ready(f"serving {self.classifier.version}")
+        log.info("running: model %s on %s", self.classifier.version, describe(self.classifier))
+        self.stats = Stats()
+        try:
+            for frame in self.source.frames(self.stop):
+                pending = self.updater.take_pending()
+                if pending is not None:
+                    self._swap(pending, "update")
+                if frame is not None:
+                    self._handle(frame)
+                self.watchdog.ping()
+                if self.stop.is_set():
+                    break
+        finally:
+            self.shutdown()
+        return self.stats
+
+    def shutdown(self, flush_s: float = 10.0) -> None:
+        self.watchdog.stopping()
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=flush_s)
+        if self.uploader is not None:
+            try:
+                sent = self.uploader.flush(deadline=time.monotonic() + flush_s)
+                if sent:
+                    log.info("flushed %d telemetry events", sent)
+            except Exception as exc:  # offline: the events stay queued for next time
+                log.warning("telemetry kept for later (%s: %s)", type(exc).__name__, exc)
+        try:
+            self.beat()
+        except OSError as exc:
+            log.warning("final heartbeat not written: %s", exc)
+        for actuator in self.actuators:
+            try:
+                actuator.close()
+            except Exception as exc:
+                log.warning("closing actuator %s: %s", actuator.name, exc)
+        self.source.close()
+        if self.queue is not None:
+            self.queue.close()
+        summary = self.stats.summary()
+        log.info("stopped: %s", json.dumps(summary))
+
+
+def build_runner(
+    config: EdgeConfig,
+    *,
+    once: bool = False,
+    pin_factory: Any = None,
+    console: bool | None = None,
+    updater: Updater | None = None,
+    sink: Any = None,
+) -> Runner:
+    """Wire a runner from config (tests pass a mock pin factory, a registry or a sink)."""
+    state = Path(config.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    updater = updater or Updater(config.model, state)
+    source = open_source(
+        config.source, once=once, burst=config.decide.frames, pin_factory=pin_factory
+    )
+    queue = uploader = None
+    if config.telemetry.enabled:
+        queue = TelemetryQueue(
+            state / "telemetry.sqlite",
+            device_id=config.device_id,
+            max_events=config.telemetry.max_events,
+            durability=config.telemetry.durability,
+        )
+        sink = sink or open_sink(config.telemetry.upload_to)
+        if sink is not None:
+            t = config.telemetry
+            uploader = Uploader(
+                queue,
+                sink,
+                batch_size=t.batch_size,
+                interval_s=t.upload_interval_s,
+                backoff_base_s=t.backoff_base_s,
+                backoff_max_s=t.backoff_max_s,
+            )
+    actuators = build_actuators(
+        config.actuators, device_id=config.device_id, pin_factory=pin_factory, console=console
+    )
+    return Runner(
+        config,
+        source=source,
+        updater=updater,
+        actuators=actuators,
+        queue=queue,
+        uploader=uploader,
+        once=once,
+        per_file=config.source.kind != "camera",
+    )

@@ -1,0 +1,387 @@
+"""Over-the-air model updates that cannot brick a bin.
+
+The device keeps its models in `<state>/models/`: the file of the model it serves and of the
+last known good one before it, named by sha256, plus `state.json` saying which is which.
+When the alias in the registry moves, the new version is downloaded (temp file, fsync,
+verify, rename: a power cut leaves only a stray temp file), its sha256 and (with a fleet key)
+its ed25519 signature are checked, it is loaded and replayed on its golden set, and only
+then is `state.json` replaced (atomically) and the runner handed the new classifier, which
+it swaps in between two frames. Any failure leaves the old model serving; a model that then
+fails at run time is rolled back to the last known good one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.config import ModelConfig
+from wastesort.classifier import Classifier, default_model_uri
+from wastesort.errors import ImageError, ModelError, SignatureError, WastesortError
+from wastesort.manifest import ModelEntry
+from wastesort.registry import Registry, verify_bytes
+from wastesort.registry.local import write_atomic
+from wastesort.runtime import load_edgetpu_delegate
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+MAX_ATTEMPTS = 3
+"""Integrity failures may be a bad network: a version is retried this many polls."""
+
+
+class SelfTestError(ModelError):
+    code = "self_test_failed"
+
+
+def open_registry(uri: str | None, cache_dir: Path) -> Registry:
+    """A local folder, `s3://...`, or an `https://...` registry (read-only)."""
+    text = str(uri or default_model_uri())
+    if text.startswith(("http://", "https://")):
+        from wastesort.registry.http import HttpStore  # noqa: PLC0415
+
+        return Registry(HttpStore(text), cache_dir=cache_dir)
+    return Registry.from_uri(text, cache_dir=cache_dir)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A model on this device's disk."""
+
+    entry: ModelEntry
+    file: str
+    variant: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry.model_dump(mode="json"),
+            "file": self.file,
+            "variant": self.variant,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Installed:
+        return cls(ModelEntry.model_validate(data["entry"]), data["file"], data.get("variant"))
+
+
+class Updater:
+    """Owns which model this device serves. Thread-safe between the runner and its poller."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        state_dir: Path,
+        *,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.dir = Path(state_dir) / "models"
+        self.cache_dir = Path(state_dir) / "cache"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._registry = registry
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: Classifier | None = None
+        self.current: Installed | None = None
+        self.previous: Installed | None = None
+        self.rejected: dict[str, dict[str, Any]] = {}
+        self.last_check_at: float | None = None
+        self.last_error: str | None = None
+        self._read_state()
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = open_registry(self.config.registry, self.cache_dir)
+        return self._registry
+
+    # --- state on disk -----------------------------------------------------------------------
+
+    def _read_state(self) -> None:
+        path = self.dir / STATE_FILE
+        if not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text())
+            self.current = Installed.from_json(data["current"]) if data.get("current") else None
+            self.previous = Installed.from_json(data["previous"]) if data.get("previous") else None
+            self.rejected = dict(data.get("rejected") or {})
+        except (ValueError, KeyError, TypeError) as exc:
+            # state.json is written atomically, so this is tampering or disk damage.
+            log.error("ignoring unreadable %s (%s); reinstalling from the registry", path, exc)
+            self.current = self.previous = None
+
+    def _write_state(self) -> None:
+        data = {
+            "current": self.current.to_json() if self.current else None,
+            "previous": self.previous.to_json() if self.previous else None,
+            "rejected": self.rejected,
+        }
+        write_atomic(self.dir / STATE_FILE, (json.dumps(data, indent=2) + "\n").encode())
+        keep = {STATE_FILE} | {m.file for m in (self.current, self.previous) if m is not None}
+        for path in self.dir.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def _clean_stale_downloads(self) -> None:
+        """Temp files a power cut or kill left behind; never valid models."""
+        if self.cache_dir.is_dir():
+            for stale in self.cache_dir.glob(".download-*"):
+                log.info("removing an interrupted download: %s", stale.name)
+                stale.unlink(missing_ok=True)
+
+    # --- loading -----------------------------------------------------------------------------
+
+    def _classifier(self, content: bytes, entry: ModelEntry, variant: str | None) -> Classifier:
+        return Classifier(
+            content,
+            entry,
+            delegate="edgetpu" if variant == "edgetpu" else None,
+            num_threads=self.config.num_threads,
+        )
+
+    def _load_installed(self, installed: Installed) -> Classifier:
+        entry = installed.entry
+        ref = entry.extra_artifacts[installed.variant] if installed.variant else entry.artifact
+        content = (self.dir / installed.file).read_bytes()
+        verify_bytes(content, ref)
+        if self.config.public_key is not None:
+            from wastesort.signing import verify  # noqa: PLC0415
+
+            verify(installed.entry, self.config.public_key)
+        if installed.variant == "edgetpu" and load_edgetpu_delegate() is None:
+            raise ModelError("the Edge TPU is gone; the CPU model is needed")
+        return self._classifier(content, installed.entry, installed.variant)
+
+    def start(self) -> Classifier:
+        """The model to serve at boot: the installed one, else the last known good, else a
+        fresh install from the registry.
+
+        Raises:
+            ModelError, RegistryError: nothing installed and the registry cannot provide one.
+        """
+        self._clean_stale_downloads()
+        for which in ("current", "previous"):
+            installed: Installed | None = getattr(self, which)
+            if installed is None:
+                continue
+            try:
+                classifier = self._load_installed(installed)
+            except (OSError, WastesortError) as exc:
+                self._note(f"installed model {installed.entry.version} unusable: {exc}")
+                continue
+            if which == "previous":
+                self._reject(self.current, "did not load at start")
+                self.current, self.previous = installed, None
+                self._write_state()
+            log.info("serving model %s (%s)", classifier.version, describe(classifier))
+            return classifier
+        entry = self.registry.resolve(self.config.alias)
+        classifier, installed = self._prepare(entry)
+        self._install(installed)
+        log.info("installed model %s (%s)", classifier.version, describe(classifier))
+        return classifier
+
+    def _variant_for(self, entry: ModelEntry) -> str | None:
+        if self.config.delegate != "edgetpu":
+            return None
+        if "edgetpu" not in entry.extra_artifacts:
+            log.warning("model %s has no Edge TPU build; running on the CPU", entry.version)
+            return None
+        if load_edgetpu_delegate() is None:  # logs why, once per load
+            return None
+        return "edgetpu"
+
+    def _prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed]:
+        """Download, verify, load and self-test `entry`; nothing on disk changes yet."""
+        if self.config.public_key is not None:
+            from wastesort.signing import verify  # noqa: PLC0415
+
+            verify(entry, self.config.public_key)
+        variant = self._variant_for(entry)
+        ref = entry.extra_artifacts[variant] if variant else entry.artifact
+        fetched = self.registry.fetch_ref(ref)
+        content = fetched.read_bytes()
+        verify_bytes(content, ref)
+        if fetched.is_relative_to(self.cache_dir):
+            fetched.unlink(missing_ok=True)  # its copy in models/ is the one kept
+        classifier = self._classifier(content, entry, variant)
+        if self.config.self_test:
+            self.self_test(classifier)
+        file = f"{ref.sha256}{'_edgetpu' if variant else ''}.tflite"
+        if not (self.dir / file).exists():
+            write_atomic(self.dir / file, content)
+        return classifier, Installed(entry, file, variant)
+
+    def self_test(self, classifier: Classifier) -> None:
+        """Replay the golden set published with the version.
+
+        Raises:
+            SelfTestError: a golden image gets another class, or scores off by more than
+                `golden_tolerance`.
+        """
+        entry = classifier.entry
+        if not entry.golden_set:
+            log.warning("model %s has no golden set; only a blank frame is tried", entry.version)
+            spec = entry.input
+            classifier.predict_arrays(np.zeros((spec.height, spec.width, 3), np.uint8))
+            return
+        for item in entry.golden_set:
+            data = self.registry.fetch_ref(item.image).read_bytes()
+            try:
+                got = classifier.predict(data)
+            except ImageError as exc:
+                raise SelfTestError(f"golden image {item.image.path}: {exc}") from exc
+            if got.predicted_class != item.expected_class:
+                raise SelfTestError(
+                    f"model {entry.version} says {got.predicted_class!r} for golden image "
+                    f"{item.image.path}, expected {item.expected_class!r}"
+                )
+            for label, expected in item.scores.items():
+                actual = got.all_confidences.get(label, 0.0)
+                if abs(actual - expected) > self.config.golden_tolerance:
+                    raise SelfTestError(
+                        f"model {entry.version}: golden image {item.image.path} scores "
+                        f"{label}={actual:.4f}, published {expected:.4f}"
+                    )
+
+    def _install(self, installed: Installed) -> None:
+        with self._lock:
+            if self.current is not None and self.current.entry.version != installed.entry.version:
+                self.previous = self.current
+            self.current = installed
+            self.rejected.pop(installed.entry.version, None)
+            self._write_state()
+
+    def _reject(self, installed: Installed | None, reason: str, *, final: bool = True) -> None:
+        if installed is None:
+            return
+        self._reject_version(installed.entry.version, reason, final=final)
+
+    def _reject_version(self, version: str, reason: str, *, final: bool) -> None:
+        record = self.rejected.setdefault(version, {"attempts": 0})
+        record["attempts"] += 1
+        record["reason"] = reason
+        record["final"] = final or record["attempts"] >= MAX_ATTEMPTS
+        self._write_state()
+
+    def _note(self, message: str) -> None:
+        self.last_error = message
+        log.error("%s", message)
+
+    # --- updating ----------------------------------------------------------------------------
+
+    def check(self) -> Classifier | None:
+        """Poll the registry once; a verified, self-tested new model becomes pending.
+
+        Returns:
+            the new classifier (also kept for `take_pending`), or None.
+        """
+        self.last_check_at = self._clock()
+        try:
+            entry = self.registry.resolve(self.config.alias)
+        except WastesortError as exc:
+            self._note(f"cannot read the registry: {exc}")
+            return None
+        current = self.current.entry if self.current else None
+        if current is not None and (entry.version, entry.sha256) == (
+            current.version,
+            current.sha256,
+        ):
+            return None
+        if self.rejected.get(entry.version, {}).get("final"):
+            log.debug("alias %s -> %s, rejected earlier", self.config.alias, entry.version)
+            return None
+        log.info(
+            "alias %s moved to %s (serving %s); updating",
+            self.config.alias,
+            entry.version,
+            current.version if current else "nothing",
+        )
+        prepared = self._try_prepare(entry)
+        if prepared is None:
+            return None
+        classifier, installed = prepared
+        self._install(installed)
+        with self._lock:
+            self._pending = classifier
+        log.info("model %s verified and self-tested; switching", entry.version)
+        return classifier
+
+    def _try_prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed] | None:
+        try:
+            return self._prepare(entry)
+        except (SignatureError, SelfTestError) as exc:
+            self._note(f"refused model {entry.version}: {exc}")
+            self._reject_version(entry.version, str(exc), final=True)
+        except ModelError as exc:  # integrity: maybe a bad download, retried a few times
+            self._note(f"refused model {entry.version}: {exc}")
+            self._reject_version(entry.version, str(exc), final=False)
+        except WastesortError as exc:  # the registry is unreachable: try again next poll
+            self._note(f"cannot update to {entry.version}: {exc}")
+        return None
+
+    def take_pending(self) -> Classifier | None:
+        """The classifier to switch to before the next frame, once."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def rollback(self, reason: str) -> Classifier | None:
+        """Go back to the last known good model (the current one failed at run time)."""
+        if self.previous is None:
+            self._note(f"model failing ({reason}) and no earlier model to roll back to")
+            return None
+        bad, good = self.current, self.previous
+        try:
+            classifier = self._load_installed(good)
+        except (OSError, WastesortError) as exc:
+            self._note(f"rollback to {good.entry.version} failed: {exc}")
+            return None
+        with self._lock:
+            self.current, self.previous = good, None
+            self._pending = None
+        self._reject(bad, reason)
+        self._note(
+            f"rolled back from {bad.entry.version if bad else '?'} to {good.entry.version}: "
+            f"{reason}"
+        )
+        return classifier
+
+    def next_delay(self, rng: Callable[[float, float], float] = random.uniform) -> float:
+        """The poll interval with jitter, so a fleet spreads its requests."""
+        jitter = self.config.poll_jitter
+        return self.config.poll_interval_s * (1 + rng(-jitter, jitter))
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.next_delay()):
+            try:
+                self.check()
+            except Exception as exc:  # the poller must outlive any surprise
+                self._note(f"update check crashed: {type(exc).__name__}: {exc}")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": self.current.entry.version if self.current else None,
+            "sha256": self.current.entry.sha256 if self.current else None,
+            "last_known_good": self.previous.entry.version if self.previous else None,
+            "alias": self.config.alias,
+            "last_check_at": self.last_check_at,
+            "rejected": sorted(v for v, r in self.rejected.items() if r.get("final")),
+        }
+
+
+def describe(classifier: Classifier) -> str:
+    info = classifier.runtime
+    where = "Edge TPU" if info.delegate == "edgetpu" else f"CPU x{info.num_threads}"
+    return f"{info.name} {info.version} on {where}"
