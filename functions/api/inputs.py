@@ -243,10 +243,13 @@ async def parse_single(
         return ImageInput(body, request.headers.get("content-type"), "body"), top_k
     if kind == "multipart":
         form = await _form(request, max_files=1)
-        if "file" not in form:
-            raise Problem("validation-error", "the multipart body has no `file` field")
-        image = await _upload(form["file"], "file")
-        return image, _top_k(form.get("top_k")) or top_k
+        try:
+            if "file" not in form:
+                raise Problem("validation-error", "the multipart body has no `file` field")
+            image = await _upload(form["file"], "file")
+            return image, _top_k(form.get("top_k")) or top_k
+        finally:
+            await form.close()
     try:
         parsed = PredictRequest.model_validate(_json(body))
     except ValidationError as exc:
@@ -268,13 +271,14 @@ async def parse_batch(
     top_k = _top_k(request.query_params.get("top_k"))
     if kind == "multipart":
         form = await _form(request, max_files=batch_max)
-        uploads = form.getlist("files")
-        if not uploads:
-            raise Problem("validation-error", "the multipart body has no `files` field")
-        if len(uploads) > batch_max:
-            raise Problem("too-many-images", f"at most {batch_max} images", limit=batch_max)
-        images = [await _upload(item, "files") for item in uploads]
-        return images, _top_k(form.get("top_k")) or top_k
+        try:
+            uploads = form.getlist("files")
+            if not uploads:
+                raise Problem("validation-error", "the multipart body has no `files` field")
+            images = [await _upload(item, "files") for item in uploads]
+            return images, _top_k(form.get("top_k")) or top_k
+        finally:
+            await form.close()
     raw = _json(request._body)  # cached by read_body
     images_raw = raw.get("images") if isinstance(raw, dict) else None
     if isinstance(images_raw, list) and len(images_raw) > batch_max:

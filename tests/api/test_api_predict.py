@@ -1,0 +1,382 @@
+"""`/predict`, `/health`, `/model/info` through an HTTP client: every input kind, every bad
+input answered with the right 4xx problem (never a 500), metrics and logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from functions.api.problems import MEDIA_TYPE, PROBLEM_BASE
+from wastesort import Classifier
+
+LABELS = {"cardboard", "glass", "metal", "paper", "plastic", "trash"}
+
+
+def assert_prediction(body: dict, classifier: Classifier, image: bytes) -> None:
+    expected = classifier.predict(image).to_dict()
+    assert set(body) == {*expected, "latency_ms", "request_id"}
+    assert {k: body[k] for k in expected} == expected
+    assert set(body["all_confidences"]) == LABELS
+    assert body["decision"] in (body["predicted_class"], "uncertain")
+
+
+def assert_problem(response, status: int, kind: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == MEDIA_TYPE
+    body = response.json()
+    assert body["type"] == PROBLEM_BASE + kind, body
+    assert body["status"] == status
+    assert body["title"] and body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_multipart_upload(client: TestClient, classifier: Classifier, jpeg: bytes):
+    response = client.post("/predict", files={"file": ("bottle.jpg", jpeg, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    assert_prediction(response.json(), classifier, jpeg)
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "webp"])
+def test_raw_image_body_each_format(client: TestClient, classifier, kind: str, request):
+    data = request.getfixturevalue(kind)
+    response = client.post("/predict", content=data, headers={"content-type": f"image/{kind}"})
+    assert response.status_code == 200, response.text
+    assert_prediction(response.json(), classifier, data)
+
+
+def test_json_base64_and_data_url(client: TestClient, classifier, png: bytes):
+    encoded = base64.b64encode(png).decode()
+    for payload in (
+        {"image_base64": encoded},
+        {"image_base64": f"data:image/png;base64,{encoded}"},
+        {"image_base64": "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))},
+        {"image_base64": base64.urlsafe_b64encode(png).decode().rstrip("=")},
+    ):
+        response = client.post("/predict", json=payload)
+        assert response.status_code == 200, response.text
+        assert_prediction(response.json(), classifier, png)
+
+
+def test_octet_stream_is_sniffed(client: TestClient, classifier, jpeg: bytes):
+    response = client.post("/predict", files={"file": ("photo", jpeg, "application/octet-stream")})
+    assert response.status_code == 200
+
+
+def test_top_k_from_query_json_and_form(client: TestClient, jpeg: bytes):
+    by_query = client.post("/predict?top_k=2", content=jpeg, headers={"content-type": "image/jpeg"})
+    assert len(by_query.json()["all_confidences"]) == 2
+    by_json = client.post(
+        "/predict", json={"image_base64": base64.b64encode(jpeg).decode(), "top_k": 3}
+    )
+    assert len(by_json.json()["all_confidences"]) == 3
+    by_form = client.post(
+        "/predict", files={"file": ("a.jpg", jpeg, "image/jpeg")}, data={"top_k": "1"}
+    )
+    assert list(by_form.json()["all_confidences"]) == [by_form.json()["predicted_class"]]
+    bad = client.post("/predict?top_k=0", content=jpeg, headers={"content-type": "image/jpeg"})
+    assert_problem(bad, 422, "validation-error")
+
+
+def test_uncertain_below_the_recorded_threshold(client: TestClient, jpeg: bytes):
+    # The tiny model is close to uniform over 6 classes; its manifest threshold is 0.5.
+    body = client.post("/predict", content=jpeg, headers={"content-type": "image/jpeg"}).json()
+    assert body["confidence"] < 0.5
+    assert body["decision"] == "uncertain"
+
+
+# --- bad inputs: always a 4xx problem --------------------------------------------------------
+
+
+def truncated(jpeg: bytes) -> bytes:
+    return jpeg[: len(jpeg) // 2]
+
+
+@pytest.mark.parametrize(
+    ("make_request", "status", "kind"),
+    [
+        # wrong type of body, or of part
+        (
+            lambda c, i: c.post(
+                "/predict", content=b"hello", headers={"content-type": "text/plain"}
+            ),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            lambda c, i: c.post("/predict", files={"file": ("a.txt", b"hello", "text/plain")}),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict", content=i["jpeg"], headers={"content-type": "image/gif"}
+            ),
+            415,
+            "unsupported-media-type",
+        ),
+        # a lying content type
+        (
+            lambda c, i: c.post("/predict", files={"file": ("a.jpg", i["png"], "image/jpeg")}),
+            415,
+            "content-type-mismatch",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict", content=i["jpeg"], headers={"content-type": "image/webp"}
+            ),
+            415,
+            "content-type-mismatch",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict",
+                json={
+                    "image_base64": "data:image/png;base64," + base64.b64encode(i["jpeg"]).decode()
+                },
+            ),
+            415,
+            "content-type-mismatch",
+        ),
+        # not an image at all, declared as one
+        (
+            lambda c, i: c.post(
+                "/predict",
+                content=b"<?php system($_GET[1]);",
+                headers={"content-type": "image/jpeg"},
+            ),
+            400,
+            "not-an-image",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict", files={"file": ("x.bmp", b"BM" + b"\0" * 64, "image/png")}
+            ),
+            400,
+            "not-an-image",
+        ),
+        # zero bytes, three ways
+        (
+            lambda c, i: c.post("/predict", content=b"", headers={"content-type": "image/jpeg"}),
+            400,
+            "empty-image",
+        ),
+        (
+            lambda c, i: c.post("/predict", files={"file": ("a.jpg", b"", "image/jpeg")}),
+            400,
+            "empty-image",
+        ),
+        (lambda c, i: c.post("/predict", json={"image_base64": ""}), 400, "empty-image"),
+        # a truncated JPEG
+        (
+            lambda c, i: c.post(
+                "/predict", content=truncated(i["jpeg"]), headers={"content-type": "image/jpeg"}
+            ),
+            400,
+            "corrupt-image",
+        ),
+        # a 50-megapixel PNG
+        (
+            lambda c, i: c.post(
+                "/predict", files={"file": ("big.png", i["huge_png"], "image/png")}
+            ),
+            400,
+            "too-many-pixels",
+        ),
+        # base64 garbage
+        (
+            lambda c, i: c.post("/predict", json={"image_base64": "not*base64!!"}),
+            400,
+            "invalid-base64",
+        ),
+        (
+            lambda c, i: c.post("/predict", json={"image_base64": "data:image/png,abc"}),
+            400,
+            "invalid-base64",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict", json={"image_base64": base64.b64encode(b"hi").decode()}
+            ),
+            400,
+            "not-an-image",
+        ),
+        # malformed or invalid requests
+        (
+            lambda c, i: c.post(
+                "/predict", content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            400,
+            "malformed-request",
+        ),
+        (lambda c, i: c.post("/predict", json={"image": "x"}), 422, "validation-error"),
+        (
+            lambda c, i: c.post("/predict", json={"image_base64": "x", "image_url": "https://a"}),
+            422,
+            "validation-error",
+        ),
+        (lambda c, i: c.post("/predict", json=[1, 2]), 422, "validation-error"),
+        (
+            lambda c, i: c.post("/predict", files={"other": ("a.jpg", i["jpeg"], "image/jpeg")}),
+            422,
+            "validation-error",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict",
+                content=b"--x\r\nbroken",
+                headers={"content-type": "multipart/form-data"},
+            ),
+            400,
+            "malformed-request",
+        ),
+        (lambda c, i: c.get("/predict"), 405, "method-not-allowed"),
+        (lambda c, i: c.get("/nope"), 404, "not-found"),
+    ],
+)
+def test_bad_input_is_a_4xx_problem(client: TestClient, make_request, status, kind, request):
+    images = {name: request.getfixturevalue(name) for name in ("jpeg", "png", "huge_png")}
+    assert_problem(make_request(client, images), status, kind)
+
+
+def test_oversized_body_with_and_without_content_length(make_client, jpeg: bytes):
+    client = make_client(max_body_bytes=64 * 1024)
+    big = jpeg + b"\0" * (64 * 1024)
+    declared = client.post("/predict", content=big, headers={"content-type": "image/jpeg"})
+    assert_problem(declared, 413, "payload-too-large")
+
+    def chunks():  # chunked transfer: no Content-Length, the cap applies while streaming
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    streamed = client.post("/predict", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert "content-length" not in streamed.request.headers
+    assert_problem(streamed, 413, "payload-too-large")
+    assert streamed.json()["limit"] == 64 * 1024
+
+
+def test_default_limit_is_the_lambda_payload_limit(client: TestClient):
+    body = b"\xff\xd8\xff" + b"\0" * (6 * 1024 * 1024)
+    response = client.post("/predict", content=body, headers={"content-type": "image/jpeg"})
+    assert_problem(response, 413, "payload-too-large")
+
+
+def test_unexpected_error_is_a_500_problem_without_traceback(make_client, jpeg: bytes):
+    class Broken:
+        version = "broken-1"
+
+        def predict(self, *args, **kwargs):
+            raise RuntimeError("secret internals /var/task/wastesort/classifier.py")
+
+    client = make_client(classifier_=Broken())
+    response = client.post("/predict", content=jpeg, headers={"content-type": "image/jpeg"})
+    body = assert_problem(response, 500, "internal-error")
+    assert "secret" not in response.text and "classifier.py" not in response.text
+    assert body["request_id"]
+
+
+# --- health, info, model failures --------------------------------------------------------------
+
+
+def test_health_and_model_info(client: TestClient, classifier: Classifier):
+    health = client.get("/health")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["model_version"] == "tiny-1"
+    assert body["sha256"] == classifier.entry.sha256
+    assert body["runtime"]["name"] == "ai-edge-litert"
+    assert body["uptime_s"] >= 0
+    info = client.get("/model/info").json()
+    assert info["labels"] == classifier.labels
+    assert info["input"]["height"] == 48 and info["input"]["width"] == 64
+    assert info["sha256"] == classifier.entry.sha256
+    assert info["metrics"] == {"accuracy": 0.5}
+    assert info["created_at"] and info["uncertain_threshold"] == 0.5
+
+
+def test_model_that_cannot_load_answers_503_then_recovers(
+    make_client, tmp_path, tiny_int8, jpeg: bytes
+):
+    from tests.conftest import tiny_fields
+    from wastesort.registry import Registry
+
+    root = tmp_path / "later"
+    client = make_client(classifier_=None, model_uri=f"{root}@v1", model_retry_s=0)
+    health = client.get("/health")
+    body = assert_problem(health, 503, "model-unavailable")
+    assert "manifest.json is missing" in body["detail"] and health.headers["retry-after"]
+    assert_problem(
+        client.post("/predict", content=jpeg, headers={"content-type": "image/jpeg"}),
+        503,
+        "model-unavailable",
+    )
+    Registry.from_uri(root, cache_dir=tmp_path / "c").publish(
+        tiny_int8, version="v1", **tiny_fields()
+    )
+    assert client.get("/health").json()["model_version"] == "v1"  # retried, no restart
+
+
+def test_wrong_sha256_is_refused_with_the_reason(make_client, api_registry):
+    client = make_client(classifier_=None, model_uri=str(api_registry), model_sha256="ab" * 32)
+    body = assert_problem(client.get("/health"), 503, "model-unavailable")
+    assert body["code"] == "integrity_error"
+
+
+# --- observability ---------------------------------------------------------------------------
+
+
+def test_emf_metrics_and_logs_never_hold_image_bytes(
+    client: TestClient, jpeg: bytes, capfd, caplog
+):
+    client.post("/predict", content=jpeg, headers={"content-type": "image/jpeg"})
+    client.post("/predict", content=b"", headers={"content-type": "image/jpeg"})
+    out = capfd.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    main = next(b for b in emf if "PredictLatency" in b)
+    directive = main["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "Wastesort"
+    assert directive["Dimensions"] == [["model_version", "service"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {
+        "PredictLatency",
+        "Predictions",
+        "UncertainPredictions",
+    }
+    assert main["model_version"] == "tiny-1" and main["service"] == "wastesort-api"
+    assert any("PredictionsByClass" in b and b["class"] in LABELS for b in emf)
+    rejected = next(b for b in emf if "RejectedInputs" in b)
+    assert rejected["error_type"] == "empty-image"
+    assert not any("PredictionErrors" in b for b in emf)  # bad input is not a model failure
+    logs = [r.__dict__ for r in caplog.records if r.getMessage() == "prediction"]
+    assert logs and logs[0]["request_id"] and logs[0]["predicted_class"] in LABELS
+    assert logs[0]["latency_ms"] > 0 and logs[0]["model_version"] == "tiny-1"
+    text = out + "".join(str(r.__dict__) for r in caplog.records)
+    assert base64.b64encode(jpeg[:64]).decode()[:40] not in text
+    assert repr(jpeg[:16])[2:-1] not in text
+
+
+def test_cors_off_by_default_and_configurable(make_client, jpeg: bytes):
+    origin = {"origin": "https://app.example.com"}
+    assert "access-control-allow-origin" not in make_client().get("/health", headers=origin).headers
+    client = make_client(cors_origins="https://app.example.com")
+    preflight = client.options(
+        "/predict",
+        headers={**origin, "access-control-request-method": "POST"},
+    )
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+def test_openapi_documents_every_endpoint_and_problem(client: TestClient):
+    spec = client.get("/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/health", "/model/info"} <= set(spec["paths"])
+    predict = spec["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "image/jpeg", "application/json"} <= set(
+        predict["requestBody"]["content"]
+    )
+    for status in ("400", "413", "415", "422", "503", "500"):
+        assert predict["responses"][status]["content"][MEDIA_TYPE]["examples"], status
+    assert client.get("/docs").status_code == 200
