@@ -228,3 +228,14 @@ def test_concurrent_promotes_lose_nothing(kind, tmp_path: Path, tiny_int8: Path,
     assert sorted(aliases) == sorted(f"alias-{i}" for i in range(writers))
     assert all(len(state.history) == 3 for state in aliases.values())
     assert all(state.version == "v1" for state in aliases.values())
+
+
+def test_registry_uri_schemes(tmp_path: Path):
+    from wastesort.registry.http import HttpStore
+    from wastesort.registry.local import LocalStore
+
+    assert isinstance(Registry.from_uri(f"file://{tmp_path}").store, LocalStore)
+    assert isinstance(Registry.from_uri(f"s3://{BUCKET}/p").store, S3Store)
+    assert isinstance(Registry.from_uri("https://models.example.com/fleet").store, HttpStore)
+    with pytest.raises(RegistryError, match="https only"):
+        Registry.from_uri("http://models.example.com/fleet")

@@ -99,14 +99,19 @@ class Registry:
 
     @classmethod
     def from_uri(cls, uri: str | Path, **kwargs: Any) -> Registry:
-        """A local folder (optionally `file://`) or `s3://bucket/prefix`."""
+        """A local folder (optionally `file://`), `s3://bucket/prefix`, or a read-only
+        `https://` base URL (manifest.json and artifacts beneath it)."""
         text = str(uri)
         if text.startswith("s3://"):
             from wastesort.registry.s3 import S3Store  # noqa: PLC0415
 
             return cls(S3Store(text), **kwargs)
-        if text.startswith(("http://", "https://")):
-            raise RegistryError(f"{text}: HTTP registries are read by the edge updater only")
+        if text.startswith("https://"):
+            from wastesort.registry.http import HttpStore  # noqa: PLC0415
+
+            return cls(HttpStore(text), **kwargs)
+        if text.startswith("http://"):
+            raise RegistryError(f"{text}: registries are read over https only")
         return cls(LocalStore(text.removeprefix("file://")), **kwargs)
 
     @property
