@@ -35,7 +35,8 @@ def build_app(
     """
     app = App(context=context, outdir=outdir)
     config = InfraConfig.from_context(app.node.get_all_context())
-    config.require_package()
+    if not config.registry_only:
+        config.require_package()
     env = Environment(
         account=config.account or os.environ.get("CDK_DEFAULT_ACCOUNT"),
         region=config.region or os.environ.get("CDK_DEFAULT_REGION"),

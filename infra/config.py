@@ -33,6 +33,9 @@ class InfraConfig(BaseModel):
     registry_bucket: str | None = Field(default=None, pattern=c.BUCKET_PATTERN)
     """An existing bucket to import; unset creates one."""
     registry_prefix: str = Field(default="registry", pattern=c.PREFIX_PATTERN)
+    registry_only: bool = False
+    """Deploy only the buckets and device access: step one of a stage whose bucket the stack
+    creates, so the model can be published before the API's first deployment checks it."""
     model_version: str | None = Field(default=None, pattern=c.MODEL_NAME_PATTERN)
     model_alias: str | None = Field(default=None, pattern=c.MODEL_NAME_PATTERN)
     model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -75,7 +78,9 @@ class InfraConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_model(self) -> InfraConfig:
-        if (self.model_version is None) == (self.model_alias is None):
+        if self.model_version and self.model_alias:
+            raise ValueError("set model_version or model_alias, not both")
+        if not self.registry_only and not (self.model_version or self.model_alias):
             raise ValueError(
                 "set exactly one of model_version (a pinned version: each change is a canary "
                 "deployment) or model_alias (the API follows the alias at cold start)"

@@ -18,7 +18,11 @@ from infra.constructs.serving import Serving
 
 
 class WastesortStack(Stack):
-    """Registry bucket → Lambda (+ canary) → REST API, watched by alarms; devices beside it."""
+    """Registry bucket → Lambda (+ canary) → REST API, watched by alarms; devices beside it.
+
+    With `registry_only` it stops after the buckets and device access: a new stage's first
+    step, so a model can be published before the API's first deployment replays its golden set.
+    """
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: InfraConfig, **kwargs: Any
@@ -32,6 +36,18 @@ class WastesortStack(Stack):
             access_logs=access_logs,
             existing_bucket_name=config.registry_bucket,
         )
+        self.devices = Devices(
+            self, "Devices", name=config.stack_name, models=self.models, access_logs=access_logs
+        )
+        self._output(
+            RegistryBucket=self.models.bucket.bucket_name,
+            RegistryPrefix=self.models.prefix,
+            TelemetryBucket=self.devices.telemetry.bucket_name,
+            DeviceRoleAlias=self.devices.role_alias.role_alias or "",
+            DevicePolicy=self.devices.policy.policy_name or "",
+        )
+        if config.registry_only:
+            return
         code = lambda_.Code.from_asset(str(config.package))
         self.serving = Serving(self, "Serving", config=config, code=code, models=self.models)
         self.api = RestApi(self, "Api", config=config, target=self.serving.alias)
@@ -40,22 +56,15 @@ class WastesortStack(Stack):
         )
         for alarm in self.monitoring.canary_alarms:
             self.serving.deployment_group.add_alarm(alarm)
-        self.devices = Devices(
-            self, "Devices", name=config.stack_name, models=self.models, access_logs=access_logs
+        self._output(
+            ApiUrl=self.api.api.url,
+            ApiKeyId=self.api.api_key.key_id,
+            ModelUri=self.models.uri(config.model_ref),
+            AlarmTopicArn=self.monitoring.topic.topic_arn,
+            Dashboard=self.monitoring.dashboard.dashboard_name,
+            DeploymentGroup=self.serving.deployment_group.deployment_group_name,
         )
-        self._outputs(config)
 
-    def _outputs(self, config: InfraConfig) -> None:
-        outputs = {
-            "ApiUrl": self.api.api.url,
-            "ApiKeyId": self.api.api_key.key_id,
-            "ModelUri": self.models.uri(config.model_ref),
-            "RegistryBucket": self.models.bucket.bucket_name,
-            "TelemetryBucket": self.devices.telemetry.bucket_name,
-            "DeviceRoleAlias": self.devices.role_alias.role_alias or "",
-            "DevicePolicy": self.devices.policy.policy_name or "",
-            "AlarmTopicArn": self.monitoring.topic.topic_arn,
-            "DeploymentGroup": self.serving.deployment_group.deployment_group_name,
-        }
+    def _output(self, **outputs: str) -> None:
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)

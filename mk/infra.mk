@@ -13,7 +13,7 @@ CDK_CONTEXT = -c stage=$(STAGE) \
 	$(if $(SHA256),-c model_sha256=$(SHA256))
 CDK_STACK = wastesort-$(STAGE)
 
-.PHONY: synth diff deploy
+.PHONY: synth diff deploy deploy-registry
 synth: $(STAMP)  ## cdk synth the stage (needs `make package`; STAGE=dev MODEL=<version>)
 	$(CDK) synth $(CDK_STACK) --quiet --no-notices $(CDK_CONTEXT) $(CDK_ARGS)
 
@@ -23,3 +23,6 @@ diff: $(STAMP)  ## cdk diff against the deployed stage (AWS credentials; STAGE, 
 deploy: $(STAMP)  ## deploy a model: make deploy MODEL=v2026... STAGE=prod (canary, auto-rollback)
 	@test -n "$(MODEL)" || { echo "deploy: set MODEL=<version id> (see docs/ops.md)"; exit 2; }
 	$(CDK) deploy $(CDK_STACK) --no-notices $(CDK_CONTEXT) $(CDK_ARGS)
+
+deploy-registry: $(STAMP)  ## a new stage's first step: only the buckets and device access (STAGE)
+	$(CDK) deploy $(CDK_STACK) --no-notices -c stage=$(STAGE) -c registry_only=true $(CDK_ARGS)

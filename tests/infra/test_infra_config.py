@@ -42,7 +42,7 @@ def test_cdk_json_context_is_valid() -> None:
     ("context", "message"),
     [
         ({"model_version": None}, "set exactly one of model_version"),
-        ({"model_alias": "production"}, "set exactly one of model_version"),
+        ({"model_alias": "production"}, "set model_version or model_alias, not both"),
         (
             {"model_verison": "v2"},
             "unknown context key 'model_verison' (did you mean 'model_version'?)",
@@ -71,6 +71,11 @@ def test_bad_context_is_one_clear_error(context: dict[str, Any], message: str) -
         _config(**context)
     assert message in str(error.value)
     assert "Traceback" not in str(error.value)
+
+
+def test_registry_only_needs_no_model() -> None:
+    config = InfraConfig.from_context({"registry_only": "true"})
+    assert config.model_ref == ""
 
 
 def test_cdk_keys_are_not_ours_to_judge() -> None:

@@ -129,3 +129,17 @@ def test_all_at_once_and_an_existing_web_acl(context: dict[str, Any], tmp_path: 
     template.resource_count_is("AWS::CodeDeploy::DeploymentConfig", 0)
     template.resource_count_is("AWS::WAFv2::WebACL", 0)
     template.has_resource_properties("AWS::WAFv2::WebACLAssociation", {"WebACLArn": WAF_ARN})
+
+
+def test_registry_only_needs_no_model_and_no_package(
+    context: dict[str, Any], tmp_path: Path
+) -> None:
+    ctx = {k: v for k, v in context.items() if not k.startswith("model_")}
+    ctx.update(stage="new", registry_only="true", package=str(tmp_path / "not-built"))
+    _, stack = build_app(ctx, outdir=str(tmp_path / "out"))
+    template = Template.from_stack(stack)  # cdk-nag runs here too
+    template.resource_count_is("AWS::S3::Bucket", 3)
+    template.resource_count_is("AWS::IoT::RoleAlias", 1)
+    template.resource_count_is("AWS::Lambda::Function", 0)
+    template.resource_count_is("AWS::ApiGateway::RestApi", 0)
+    assert "RegistryBucket" in template.to_json()["Outputs"]
