@@ -13,9 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from functions.api.problems import Problem
 
@@ -187,10 +189,11 @@ def _top_k(value: Any) -> int | None:
 async def _form(request: Request, max_files: int) -> Any:
     try:
         return await request.form(max_files=max_files, max_fields=16)
-    except HTTPException as exc:
-        if "Too many files" in str(exc.detail):
-            raise Problem("too-many-images", str(exc.detail), limit=max_files) from None
-        raise Problem("malformed-request", f"the multipart body: {exc.detail}") from None
+    except (HTTPException, MultiPartException) as exc:
+        detail = str(getattr(exc, "detail", None) or getattr(exc, "message", exc))
+        if "Too many files" in detail:
+            raise Problem("too-many-images", detail, limit=max_files) from None
+        raise Problem("malformed-request", f"the multipart body: {detail}") from None
 
 
 async def _upload(item: Any, field: str) -> ImageInput:

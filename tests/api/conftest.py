@@ -10,7 +10,7 @@ import ipaddress
 import json
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +144,18 @@ class FakeUpstream:
             "/relative": lambda: httpx.Response(307, headers={"location": "/bottle.jpg"}),
             "/loop": lambda: httpx.Response(302, headers={"location": "/loop"}),
             # streamed, no Content-Length: only the running count can stop it
-            "/huge": lambda: httpx.Response(200, content=iter([chunk] * 200)),
+            "/huge": lambda: httpx.Response(200, content=_stream(chunk, 200)),
             "/huge-declared": lambda: httpx.Response(
                 200, headers={"content-length": str(1 << 30)}, content=b""
             ),
         }
         route = routes.get(request.url.path)
         return route() if route else httpx.Response(404)
+
+
+async def _stream(chunk: bytes, times: int) -> AsyncIterator[bytes]:
+    for _ in range(times):
+        yield chunk
 
 
 def fake_getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[tuple]:
