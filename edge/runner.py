@@ -139,6 +139,7 @@ class Runner:
         self.health = Health(config.device_id, config.state_dir)
         self.classifier: Classifier = updater.start()
         self._item: int | None = None
+        self._decided_item: int | None = None
         self.last_prediction: Prediction | None = None
         self._last_label: str | None = None
         self._model_failures = 0
@@ -192,6 +193,8 @@ class Runner:
         if frame.item != self._item:
             self.debouncer.reset()
             self._item = frame.item
+        elif frame.item and self._decided_item == frame.item:
+            return None  # the rest of a burst whose item is already decided
         t0 = time.perf_counter()
         if frame.data is not None:
             image = load_image(
@@ -217,6 +220,7 @@ class Runner:
         if frame.item == 0 and decision.label == self._last_label:
             return None  # continuous mode: the same thing still there is not a new item
         self._last_label = decision.label
+        self._decided_item = frame.item
         self.stats.decisions += 1
         context = {
             "device_id": self.config.device_id,

@@ -1,0 +1,350 @@
+"""The runner end to end: folder source -> classify -> GPIO (mock pins) and telemetry; the
+command line; config errors; SIGTERM with systemd notifications; the Edge TPU fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, EdgeConfig, load_config
+from edge.decide import Decision
+from edge.runner import Runner, Watchdog, build_runner
+from edge.updater import Updater
+from tests.conftest import LABELS, ROOT, SAMPLES
+from tests.edge.conftest import EDGE_TIMEOUT, publish
+from wastesort import Classifier
+from wastesort.registry import Registry
+
+ALL_SAMPLES = sorted(SAMPLES.rglob("*.jpg"))
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Decision]] = []
+
+    def act(self, decision: Decision, context: dict) -> None:
+        self.seen.append((context["source"], decision))
+
+    def close(self) -> None:
+        pass
+
+
+def edge_config(tmp_path: Path, registry: Registry, **extra: object) -> EdgeConfig:
+    settings = {
+        "device_id": "bin-7",
+        "state_dir": tmp_path / "state",
+        "model": {"registry": registry.uri, "num_threads": 1},
+        "source": {"kind": "folder", "path": SAMPLES, "watch": False},
+    }
+    settings.update(extra)
+    return load_config(None, **settings)
+
+
+def test_folder_source_end_to_end_with_mock_gpio(tmp_path, edge_registry, pins):
+    threshold = 0.18
+    pin_of = {label: 5 + i for i, label in enumerate([*LABELS, "uncertain"])}
+    positions = {label: round(-1 + i * 0.3, 2) for i, label in enumerate([*LABELS, "uncertain"])}
+    config = edge_config(
+        tmp_path,
+        edge_registry,
+        decide={"threshold": threshold},
+        actuators=[
+            {"type": "led", "pins": pin_of},
+            {"type": "servo", "pin": 18, "positions": positions},
+            {"type": "log"},
+        ],
+    )
+    runner = build_runner(config, once=True, pin_factory=pins)
+    recorder = Recorder()
+    runner.actuators.append(recorder)
+    gpio: list[tuple[set[str], float]] = []  # after each decision: lit LEDs, servo value
+    recorder.act = lambda decision, context: (
+        Recorder.act(recorder, decision, context),
+        gpio.append(
+            (
+                {label for label, pin in pin_of.items() if pins.pin(pin).state},
+                runner.actuators[1].servo.value,
+            )
+        ),
+    )
+    queue = runner.queue
+    events_before_close = []
+    original_close = queue.close
+
+    def keep_events() -> None:
+        events_before_close.extend(queue.pending())
+        original_close()
+
+    queue.close = keep_events
+    stats = runner.run()
+
+    # Every sample decided once, as the core classifies it, `uncertain` below the threshold.
+    reference = Classifier.load(edge_registry.uri, cache_dir=tmp_path / "ref")
+    expected = []
+    for path in ALL_SAMPLES:
+        p = reference.predict(path.read_bytes())
+        expected.append(p.predicted_class if p.confidence >= threshold else "uncertain")
+    assert [d.label for _, d in recorder.seen] == expected
+    assert [s for s, _ in recorder.seen] == [str(p.relative_to(SAMPLES)) for p in ALL_SAMPLES]
+    assert "uncertain" in expected and len(set(expected)) > 2  # both paths exercised
+    assert stats.decisions == stats.frames == len(ALL_SAMPLES)
+
+    # After each decision its LED alone is lit and the flap is at its position.
+    assert [lit for lit, _ in gpio] == [{label} for label in expected]
+    assert [value for _, value in gpio] == pytest.approx([positions[x] for x in expected])
+    # Shutdown released the pins.
+    assert not any(pins.pin(pin).state for pin in pin_of.values())
+
+    # Every decision is in the telemetry queue with the fields the fleet needs.
+    assert [e["decision"] for e in events_before_close] == expected
+    event = events_before_close[0]
+    assert event["device_id"] == "bin-7"
+    assert event["model_version"] == "v1"
+    assert event["accelerator"] == "cpu"
+    assert {"at", "confidence", "latency_ms", "event_id"} <= set(event)
+
+    health = json.loads((tmp_path / "state" / "health.json").read_text())
+    assert health["model"]["serving"] == "v1"
+    assert health["model"]["accelerator"] == "cpu"
+    assert health["telemetry"]["depth"] == len(ALL_SAMPLES)
+    assert health["decisions"] == len(ALL_SAMPLES)
+
+
+def test_camera_frames_are_debounced_in_the_runner(tmp_path, edge_registry):
+    from tests.edge.test_edge_decide import FakeCamera, rgb
+
+    config = edge_config(
+        tmp_path, edge_registry, source={"kind": "camera"}, decide={"k": 3}, actuators=[]
+    )
+    updater = Updater(config.model, config.state_dir)
+    from edge.sources import CameraSource
+
+    camera = FakeCamera([rgb("glass")])
+    source = CameraSource(
+        config.source.model_copy(update={"trigger": config.source.trigger.model_copy(
+            update={"fps": 60})}),
+        burst=5,
+        camera=camera,
+    )
+    runner = Runner(
+        config,
+        source=source,
+        updater=updater,
+        actuators=[recorder := Recorder()],
+        queue=None,
+        uploader=None,
+        once=True,
+    )
+    from edge.sources import Frame
+
+    frames = [Frame(name=f"f{i}", array=rgb("glass"), item=1) for i in range(5)]
+    decisions = [runner.process(f) for f in frames]
+    assert decisions[:2] == [None, None]
+    assert decisions[2] is not None and decisions[2].frames == 3
+    assert decisions[3:] == [None, None]  # the rest of the burst: already decided
+    assert len(recorder.seen) == 1
+    runner.shutdown()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = EDGE_TIMEOUT):
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_cli_once_prints_one_json_line_per_image(tmp_path, edge_registry):
+    result = run_cli(
+        "run",
+        "--source",
+        f"folder:{SAMPLES}",
+        "--once",
+        "--json",
+        "--model",
+        edge_registry.uri,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--stats-json",
+        str(tmp_path / "stats.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == len(ALL_SAMPLES)
+    assert {line["model_version"] for line in lines} == {"v1"}
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["decisions"] == len(ALL_SAMPLES)
+    assert set(stats["stage_ms"]) >= {"decode", "preprocess", "invoke", "decide", "telemetry"}
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("decide:\n  k: 0\n", "decide.k: Input should be greater than or equal to 1"),
+        ("model:\n  delegate: tpu\n", "model.delegate"),
+        ("actuators:\n  - type: servo\n    pin: 18\n    positions: {glass: 0.5}\n", "uncertain"),
+        ("source:\n  kind: folder\n", "needs a path"),
+        ("nonsense: [\n", "not valid YAML"),
+        ("telemetry:\n  batchsize: 5\n", "telemetry.batchsize: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_config_is_a_clear_error_at_start(tmp_path, yaml_text, message):
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match="invalid|YAML") as info:
+        load_config(path)
+    assert message in str(info.value)
+
+
+def test_bad_config_on_the_command_line_has_no_traceback(tmp_path):
+    path = tmp_path / "edge.yaml"
+    path.write_text("decide:\n  k: -1\n")
+    result = run_cli("run", "--config", str(path), "--once")
+    assert result.returncode == 2
+    assert "edge: config error" in result.stderr
+    assert "decide.k" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "edge.yaml"
+    path.write_text("device_id: from-file\nmodel:\n  alias: production\n")
+    monkeypatch.setenv("WASTESORT_EDGE_DEVICE_ID", "bin-42")
+    monkeypatch.setenv("WASTESORT_EDGE_MODEL__ALIAS", "canary")
+    config = load_config(path)
+    assert config.device_id == "bin-42"
+    assert config.model.alias == "canary"
+
+
+def test_example_config_is_valid():
+    config = load_config(ROOT / "edge" / "edge.example.yaml")
+    assert config.model.public_key is not None
+
+
+def test_sigterm_finishes_the_frame_flushes_and_notifies_systemd(tmp_path, edge_registry):
+    """A real service process: READY, WATCHDOG pings, then SIGTERM -> STOPPING, exit 0,
+    every decision made before the signal is in the queue."""
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(EDGE_TIMEOUT)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"device_id: bin-9\nstate_dir: {tmp_path / 'state'}\n"
+        f"model:\n  registry: {edge_registry.uri}\n  num_threads: 1\n"
+        f"source:\n  kind: folder\n  path: {inbox}\n  poll_s: 0.05\n"
+        "actuators:\n  - type: log\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "100000"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        messages = []
+        while not any(m.startswith("READY=1") for m in messages):
+            messages.append(sock.recv(4096).decode())
+        for i, path in enumerate(ALL_SAMPLES[:4]):
+            (inbox / f"{i}.jpg").write_bytes(path.read_bytes())
+        while "WATCHDOG=1" not in messages:
+            messages.append(sock.recv(4096).decode())
+        deadline = time.monotonic() + EDGE_TIMEOUT
+        health = tmp_path / "state" / "health.json"
+        while time.monotonic() < deadline:  # wait until the four files were decided
+            from edge.telemetry import TelemetryQueue
+
+            queue = TelemetryQueue(tmp_path / "state" / "telemetry.sqlite", device_id="x")
+            depth = queue.stats()["depth"]
+            queue.close()
+            if depth == 4:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=EDGE_TIMEOUT)
+        assert process.returncode == 0, stderr
+        while "STOPPING=1" not in messages:
+            messages.append(sock.recv(4096).decode())
+    finally:
+        process.kill()
+        process.wait()
+        sock.close()
+    assert "SIGTERM: finishing the current frame" in stderr
+    assert "Traceback" not in stderr
+    assert json.loads(health.read_text())["telemetry"]["depth"] == 4
+
+
+def test_watchdog_speaks_the_notify_protocol(tmp_path):
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(5)
+        dog = Watchdog({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+        assert dog.interval == 1.0
+        dog.ready("serving v1")
+        dog.ping()
+        dog.ping()  # rate-limited: within the interval, not sent again
+        dog.stopping()
+        got = [sock.recv(100).decode() for _ in range(3)]
+    assert got == ["READY=1\nSTATUS=serving v1", "WATCHDOG=1", "STOPPING=1"]
+    assert not Watchdog({}).enabled
+    Watchdog({}).ping()  # no socket: a no-op
+
+
+def test_missing_edge_tpu_falls_back_to_the_cpu(tmp_path, tiny_int8, caplog):
+    """An `edgetpu` build is published and configured, but libedgetpu is not installed:
+    the CPU model serves, and the health report says so."""
+    registry = Registry.from_uri(tmp_path / "reg", cache_dir=tmp_path / "pc")
+    fake_edgetpu = tmp_path / "model_edgetpu.tflite"
+    fake_edgetpu.write_bytes(tiny_int8.read_bytes() + b"\0")  # another file, same network
+    publish(registry, tiny_int8, "v1", extra_files={"edgetpu": fake_edgetpu},
+            aliases=["production"])
+    config = edge_config(tmp_path, registry, actuators=[])
+    config.model.delegate = "edgetpu"
+    runner = build_runner(config, once=True)
+    stats = runner.run()
+    assert stats.decisions == len(ALL_SAMPLES)
+    assert runner.classifier.runtime.delegate is None
+    assert "Edge TPU delegate unavailable" in caplog.text
+    state = json.loads((tmp_path / "state" / "models" / "state.json").read_text())
+    assert state["current"]["variant"] is None  # the CPU artifact was installed
+    health = json.loads((tmp_path / "state" / "health.json").read_text())
+    assert health["model"]["accelerator"] == "cpu"
+    assert health["model"]["runtime"]["delegate"] is None
+
+
+def test_edge_never_imports_tensorflow(tmp_path, edge_registry):
+    code = (
+        "import sys, edge.runner, edge.updater, edge.telemetry, edge.sources, edge.actuators, "
+        "edge.health, edge.__main__, wastesort.registry.http\n"
+        "from edge.runner import build_runner\n"
+        "from edge.config import load_config\n"
+        f"c = load_config(None, state_dir={str(tmp_path / 's')!r}, "
+        f"model={{'registry': {edge_registry.uri!r}}}, "
+        f"source={{'kind': 'image', 'path': {str(ALL_SAMPLES[0])!r}}}, actuators=[])\n"
+        "build_runner(c, once=True).run()\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
