@@ -63,6 +63,8 @@ class WastesortStack(Stack):
             AlarmTopicArn=self.monitoring.topic.topic_arn,
             Dashboard=self.monitoring.dashboard.dashboard_name,
             DeploymentGroup=self.serving.deployment_group.deployment_group_name,
+            ApiLogGroup=self.serving.function.log_group.log_group_name,
+            HookLogGroup=self.serving.hook.log_group.log_group_name,
         )
 
     def _output(self, **outputs: str) -> None:

@@ -104,3 +104,10 @@ def test_main_prints_one_line_and_exits_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith("wastesort infra: bad CDK context: model_version: String should match")
     assert "\n" not in err
+
+
+def test_ops_doc_lists_every_context_key() -> None:
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs/ops.md").read_text()
+    missing = [key for key in InfraConfig.model_fields if f"`{key}`" not in doc]
+    assert missing == []

@@ -153,3 +153,11 @@ def test_dashboard_splits_model_metrics_by_version(template: Template) -> None:
         query = f'{schema} MetricName="{metric}" service="wastesort-api"'
         assert any(e.startswith(f"SEARCH('{query}'") for e in expressions), metric
     assert len(expressions) == 4
+
+
+def test_runbook_covers_every_alarm(template: Template) -> None:
+    from infra_testlib import ROOT
+
+    runbook = (ROOT / "docs/ops.md").read_text().split("## Runbook", 1)[1]
+    missing = [name for name in _alarms(template) if f"| `{name}` |" not in runbook]
+    assert missing == []
