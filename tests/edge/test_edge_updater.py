@@ -1,0 +1,249 @@
+"""Over-the-air updates: the happy path, every way a new model is refused (sha256, signature,
+a corrupt download, a failing self-test), rollback, and a process killed mid-download."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config import ModelConfig
+from edge.updater import Updater
+from tests.conftest import ROOT, sample_bytes
+from tests.edge.conftest import EDGE_TIMEOUT, RegistryServer, publish
+from wastesort.errors import RegistryError
+from wastesort.manifest import Manifest
+from wastesort.registry import Registry
+from wastesort.registry.http import HttpStore
+from wastesort.signing import generate_keypair, sign
+
+
+def make_updater(state: Path, registry_uri: str, **config: object) -> Updater:
+    return Updater(ModelConfig(registry=registry_uri, num_threads=1, **config), state)
+
+
+def edit_manifest(registry: Registry, change) -> None:
+    """Rewrite the manifest behind the registry's back (an attacker, a broken publisher)."""
+    path = Path(registry.uri) / "manifest.json"
+    manifest = Manifest.parse(path.read_bytes())
+    change(manifest)
+    path.write_bytes(manifest.dumps())
+
+
+def test_happy_path_verified_self_tested_swapped(tmp_path, edge_registry, tiny_models):
+    updater = make_updater(tmp_path / "state", edge_registry.uri)
+    first = updater.start()
+    assert first.version == "v1"
+    assert updater.check() is None  # nothing moved
+    assert updater.take_pending() is None
+
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True)
+    edge_registry.promote("production", "v2", by="test")
+    new = updater.check()
+    assert new is not None and new.version == "v2"
+    assert updater.take_pending() is new
+    assert updater.take_pending() is None  # handed over once
+    assert updater.status()["version"] == "v2"
+    assert updater.status()["last_known_good"] == "v1"
+    # Both files are kept, named by sha256; a restart serves v2 without the registry.
+    files = {p.name for p in (tmp_path / "state" / "models").iterdir()}
+    assert len(files) == 3  # two models + state.json
+    offline = make_updater(tmp_path / "state", str(tmp_path / "no-such-registry"))
+    assert offline.start().version == "v2"
+
+
+def refused(updater: Updater, version: str) -> None:
+    assert updater.check() is None
+    assert updater.take_pending() is None
+    assert updater.status()["version"] == "v1"
+    assert version in updater.rejected
+    assert updater.start().version == "v1"  # and after a restart, too
+
+
+def test_sha256_mismatch_is_refused(tmp_path, edge_registry, tiny_models):
+    updater = make_updater(tmp_path / "state", edge_registry.uri)
+    updater.start()
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True)
+    edge_registry.promote("production", "v2", by="test")
+
+    def lie(manifest: Manifest) -> None:
+        manifest.versions["v2"].artifact.sha256 = "0" * 64
+
+    edit_manifest(edge_registry, lie)
+    refused(updater, "v2")
+    assert "sha256" in updater.last_error
+
+
+def test_bad_signature_is_refused(tmp_path, edge_registry, tiny_models):
+    private, public = generate_keypair()
+    other_private, _ = generate_keypair()
+    key = tmp_path / "fleet.pub"
+    key.write_bytes(public)
+
+    def sign_v1(manifest: Manifest) -> None:
+        manifest.versions["v1"] = sign(manifest.versions["v1"], private)
+
+    edit_manifest(edge_registry, sign_v1)
+    updater = make_updater(tmp_path / "state", edge_registry.uri, public_key=key)
+    assert updater.start().version == "v1"  # signed by the fleet key: accepted
+
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
+            signing_key=other_private, aliases=["production"])
+    refused(updater, "v2")
+    assert "signature" in updater.last_error
+    assert updater.rejected["v2"]["final"]  # never retried
+
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v3", float_model=True,
+            aliases=["production"])  # unsigned
+    refused(updater, "v3")
+    assert "not signed" in updater.last_error
+
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v4", float_model=True,
+            signing_key=private, aliases=["production"])
+
+    def tamper(manifest: Manifest) -> None:  # signed, then its threshold edited
+        manifest.versions["v4"].uncertain_threshold = 0.99
+
+    edit_manifest(edge_registry, tamper)
+    refused(updater, "v4")
+
+
+def test_corrupt_download_is_refused_and_retried_later(
+    tmp_path, edge_registry, tiny_models, registry_server: RegistryServer
+):
+    updater = make_updater(tmp_path / "state", registry_server.url)
+    assert updater.start().version == "v1"  # over HTTP
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
+            aliases=["production"])
+    registry_server.corrupt = "artifacts/v2/model.tflite"
+    refused(updater, "v2")
+    assert "does not match" in updater.last_error
+    assert not updater.rejected["v2"]["final"]  # a bad network may heal
+    cache = tmp_path / "state" / "cache"
+    assert not [p for p in cache.iterdir() if p.suffix == ".tflite"]  # nothing half-trusted
+
+    registry_server.corrupt = None
+    assert updater.check().version == "v2"
+
+
+def test_failing_self_test_keeps_the_old_model(tmp_path, edge_registry, tiny_models):
+    updater = make_updater(tmp_path / "state", edge_registry.uri)
+    updater.start()
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
+            wrong_golden=True, aliases=["production"])
+    refused(updater, "v2")
+    assert "golden image" in updater.last_error
+    assert updater.rejected["v2"]["final"]
+    assert updater.check() is None  # not downloaded again on the next poll
+
+
+def test_a_model_failing_at_run_time_is_rolled_back(tmp_path, edge_registry, tiny_models):
+    from edge.runner import Runner
+    from edge.sources import Frame, ImageSource
+    from tests.edge.test_edge_runner import edge_config
+
+    config = edge_config(tmp_path, edge_registry, actuators=[])
+    updater = Updater(config.model, config.state_dir)
+    runner = Runner(
+        config,
+        source=ImageSource(ROOT / "samples" / "glass" / "glass6.jpg"),
+        updater=updater,
+        actuators=[],
+        queue=None,
+        uploader=None,
+        once=True,
+    )
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
+            aliases=["production"])
+    runner._swap(updater.check(), "update")
+    assert runner.classifier.version == "v2"
+
+    def broken(*_: object, **__: object):
+        raise RuntimeError("invoke failed")
+
+    runner.classifier.predict_arrays = broken  # the new model dies on real frames
+    for i in range(config.model.rollback_after_errors):
+        runner._handle(Frame(name=f"f{i}", data=sample_bytes("glass"), item=i + 1))
+    assert runner.classifier.version == "v1"
+    assert updater.status()["version"] == "v1"
+    assert "v2" in updater.status()["rejected"]
+    assert "rolled back from v2 to v1" in updater.last_error
+    assert updater.check() is None  # v2 is not taken again
+    runner.shutdown()
+
+
+CRASHING_UPDATER = """
+import sys
+from edge.config import ModelConfig
+from edge.updater import Updater
+updater = Updater(ModelConfig(registry=sys.argv[1], num_threads=1), sys.argv[2])
+print("serving", updater.start().version, flush=True)
+updater.check()
+print("finished", flush=True)
+"""
+
+
+def test_killed_mid_download_the_old_model_still_serves(
+    tmp_path, edge_registry, tiny_models, registry_server: RegistryServer
+):
+    state = tmp_path / "state"
+    assert make_updater(state, registry_server.url).start().version == "v1"
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
+            aliases=["production"])
+    registry_server.stall = "artifacts/v2/model.tflite"
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_UPDATER, registry_server.url, str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert registry_server.stalled.wait(EDGE_TIMEOUT), process.stderr
+        os.kill(process.pid, signal.SIGKILL)  # the power cut, as near as a test gets
+        stdout, _ = process.communicate(timeout=EDGE_TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert stdout.splitlines() == ["serving v1"]  # it died inside the download
+    assert list((state / "cache").glob(".download-*"))  # the interrupted temp file
+
+    registry_server.stall = None
+    restarted = make_updater(state, registry_server.url)
+    clf = restarted.start()
+    assert clf.version == "v1"
+    assert clf.predict(sample_bytes("glass")).model_version == "v1"
+    assert not list((state / "cache").glob(".download-*"))  # cleaned at start
+    assert json.loads((state / "models" / "state.json").read_text())["current"]["entry"][
+        "version"
+    ] == "v1"
+    assert restarted.check().version == "v2"  # and the update completes on the next poll
+
+
+def test_https_registry_is_read_only(tmp_path, registry_server: RegistryServer):
+    registry = Registry(HttpStore(registry_server.url), cache_dir=tmp_path / "c")
+    assert registry.resolve("production").version == "v1"
+    with pytest.raises(RegistryError, match="read-only"):
+        registry.promote("production", "v1", by="x")
+    with pytest.raises(RegistryError, match="read-only"):
+        registry.store.put_new("x", tmp_path)
+    missing = Registry(HttpStore(registry_server.url + "/nothing-here"), cache_dir=tmp_path)
+    with pytest.raises(RegistryError, match="no registry"):
+        missing.manifest()
+
+
+def test_poll_interval_has_jitter(tmp_path, edge_registry):
+    updater = make_updater(
+        tmp_path / "s", edge_registry.uri, poll_interval_s=100, poll_jitter=0.2
+    )
+    assert updater.next_delay(lambda a, b: a) == pytest.approx(80)
+    assert updater.next_delay(lambda a, b: b) == pytest.approx(120)
+    delays = {round(updater.next_delay(), 3) for _ in range(20)}
+    assert len(delays) > 1
+    assert all(80 <= d <= 120 for d in delays)
