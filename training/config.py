@@ -28,6 +28,10 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     split_seed: int = 1337
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+    test_include: tuple[Path, ...] = ()
+    """Files or folders whose images (matched by content hash) must land in the test split:
+    the repo's `samples/` are shown in the README and used by tests, so they are never
+    trained or tuned on."""
     max_images_per_class: int | None = Field(None, gt=0)
     """Cap per class (deterministic subset); for smoke tests."""
 

@@ -126,14 +126,25 @@ def scan(cfg: DataConfig, spec: InputSpec) -> tuple[list[str], list[Item], np.nd
     return labels, items, np.stack(arrays), report
 
 
+def hashes_in(paths: tuple[Path, ...] | list[Path]) -> set[str]:
+    """sha256 of every file under `paths` (files or folders; missing ones are skipped)."""
+    found: set[str] = set()
+    for entry in paths:
+        path = Path(entry)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        found.update(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+    return found
+
+
 def split_items(
     items: list[Item], labels: list[str], cfg: DataConfig
 ) -> tuple[dict[str, list[int]], dict]:
     """Deterministic stratified split; exact duplicates (same sha256) always land together.
 
     Images with the same content under different labels are dropped (they cannot both be
-    right) and counted.
+    right) and counted. Images matching `cfg.test_include` go to the test split first.
     """
+    forced = hashes_in(cfg.test_include)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
         groups[it.sha256].append(i)
@@ -147,20 +158,23 @@ def split_items(
     split: dict[str, list[int]] = {name: [] for name in SPLITS}
     for label in labels:
         hashes = sorted(by_class[label])
-        order = rng.permutation(len(hashes))
+        shuffled = [hashes[j] for j in rng.permutation(len(hashes))]
+        hashes = [h for h in shuffled if h in forced] + [h for h in shuffled if h not in forced]
         n = len(hashes)
         n_test = round(n * cfg.test_fraction) if n >= 3 else 0
         n_val = round(n * cfg.val_fraction) if n >= 3 else 0
         if n >= 3:
             n_test, n_val = max(n_test, 1), max(n_val, 1)
-        for rank, j in enumerate(order):
+        n_test = max(n_test, sum(h in forced for h in hashes))
+        for rank, h in enumerate(hashes):
             name = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            split[name].extend(groups[hashes[j]])
+            split[name].extend(groups[h])
     for name in SPLITS:
         split[name].sort()
     report = {
         "duplicate_images": duplicates,
         "conflicting_label_images": sum(len(groups[h]) for h in conflicting),
+        "forced_to_test": sum(len(groups[h]) for h in groups if h in forced),
         "split_sizes": {name: len(split[name]) for name in SPLITS},
     }
     return split, report

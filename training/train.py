@@ -151,7 +151,7 @@ def _views(cfg: Config, y: np.ndarray, acts: np.ndarray) -> tuple[np.ndarray, np
     return acts.reshape((-1, *acts.shape[2:])), np.tile(y, acts.shape[0])
 
 
-def train(
+def train(  # noqa: PLR0915 (the phases read best in one place)
     cfg: Config,
     ds: Dataset,
     pixels: np.ndarray,
@@ -164,6 +164,8 @@ def train(
     timings: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
     backbone = backbone_for(cfg)
+    if cfg.model.weights is None:
+        return _train_from_scratch(cfg, ds, pixels, backbone, hook)
     backbone.trainable = False
     tr, va = ds.indices("train"), ds.indices("val")
     y_tr, y_va = ds.targets("train"), ds.targets("val")
@@ -194,12 +196,29 @@ def train(
             cache / f"{tag}-{feat.cache_key({**key_parts, 'tag': tag})}.npy", compute
         )
 
-    # Phase 1: the head on pooled backbone features.
+    # The frozen trunk runs once per view; with fine-tuning its output is cached and the
+    # pooled features come from running the (still ImageNet) top over that cache.
+    parts = split(backbone, cfg.train.fine_tune_blocks)
+    fine_tune = cfg.train.fine_tune.epochs > 0 and parts is not None
+    if cfg.train.fine_tune.epochs > 0 and parts is None:
+        log.warning("fine-tuning needs a Lite0 backbone cut; skipped for %s", cfg.model.backbone)
     t0 = time.monotonic()
-    pooled = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()], name="pooled")
-    f_tr = acts(pooled, "pooled-train", tr, cfg.augment.views, True)
-    f_va = acts(pooled, "pooled-val", va, 1, False)[0]
+    gap = keras.layers.GlobalAveragePooling2D()
+    if fine_tune:
+        trunk, top = parts
+        tag = f"trunk{cfg.train.fine_tune_blocks}"
+        a_tr = acts(trunk, f"{tag}-train", tr, cfg.augment.views, True)
+        a_va = acts(trunk, f"{tag}-val", va, 1, False)[0]
+        pooled_top = keras.Sequential([top, gap])
+        f_tr = np.stack([pooled_top.predict(v, batch_size=256, verbose=0) for v in a_tr])
+        f_va = pooled_top.predict(a_va, batch_size=256, verbose=0)
+    else:
+        pooled = keras.Sequential([backbone, gap], name="pooled")
+        f_tr = acts(pooled, "pooled-train", tr, cfg.augment.views, True)
+        f_va = acts(pooled, "pooled-val", va, 1, False)[0]
     timings["features_s"] = time.monotonic() - t0
+
+    # Phase 1: the head on pooled features.
     head = build_head(f_tr.shape[-1], classes, cfg.model.dropout)
     t0 = time.monotonic()
     x, y = _views(cfg, y_tr, f_tr)
@@ -217,19 +236,14 @@ def train(
     )
     timings["head_s"] = time.monotonic() - t0
 
-    # Phase 2: the top blocks on cached activations of the frozen trunk.
-    parts = split(backbone, cfg.train.fine_tune_blocks)
-    if cfg.train.fine_tune.epochs > 0 and parts is not None:
+    # Phase 2: the top blocks (BatchNorm frozen) and the head, on the cached trunk output.
+    if fine_tune:
         t0 = time.monotonic()
-        trunk, top = parts
-        a_tr = acts(trunk, f"trunk{cfg.train.fine_tune_blocks}-train", tr, cfg.augment.views, True)
-        a_va = acts(trunk, f"trunk{cfg.train.fine_tune_blocks}-val", va, 1, False)[0]
         backbone.trainable = True
         top.trainable = True
         freeze_batchnorm(top)
         inputs = keras.Input(a_tr.shape[2:], name="trunk_out")
-        logits = head(keras.layers.GlobalAveragePooling2D()(top(inputs)))
-        tuned = keras.Model(inputs, logits, name="fine_tune")
+        tuned = keras.Model(inputs, head(gap(top(inputs))), name="fine_tune")
         x, y = _views(cfg, y_tr, a_tr)
         del a_tr
         rows += fit_phase(
@@ -245,8 +259,55 @@ def train(
             hook=hook,
         )
         timings["fine_tune_s"] = time.monotonic() - t0
-    elif cfg.train.fine_tune.epochs > 0:
-        log.warning("fine-tuning needs a Lite0 backbone cut; skipped for %s", cfg.model.backbone)
     backbone.trainable = False
     model = assemble(backbone, head, tta_flip=cfg.model.tta_flip)
     return Trained(model=model, epochs=rows, timings=timings)
+
+
+def _train_from_scratch(
+    cfg: Config,
+    ds: Dataset,
+    pixels: np.ndarray,
+    backbone: keras.Model,
+    hook: EpochHook | None,
+) -> Trained:
+    """Random weights have no features worth caching: train the whole network, augmenting
+    every epoch in the tf.data pipeline (the head phase's settings apply)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    classes = len(ds.labels)
+    t0 = time.monotonic()
+    head = build_head(backbone.output_shape[-1], classes, cfg.model.dropout)
+    model = assemble(backbone, head, tta_flip=False)
+    y = ds.targets("train")
+    weights = class_weights(y, classes, cfg.train.class_weights)[y].astype(np.float32)
+    aug = augmenter(cfg.augment, cfg.train.seed)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices(
+            (pixels[ds.indices("train")], keras.utils.to_categorical(y, classes), weights)
+        )
+        .shuffle(len(y), seed=cfg.train.seed)
+        .batch(cfg.train.batch_size)
+        .map(lambda x, t, w: (aug(tf.cast(x, tf.float32), training=True), t, w))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    x_val = pixels[ds.indices("val")].astype(np.float32)
+    phase = cfg.train.head
+    steps = phase.epochs * math.ceil(len(y) / cfg.train.batch_size)
+    model.compile(
+        optimizer=_optimizer(phase, steps),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=cfg.train.label_smoothing
+        ),
+    )
+    best = _BestMacroF1(
+        x_val=x_val,
+        y_val=ds.targets("val"),
+        classes=classes,
+        patience=phase.patience,
+        phase="scratch",
+        hook=hook,
+    )
+    if phase.epochs:
+        model.fit(train_ds, epochs=phase.epochs, verbose=0, callbacks=[best])
+    return Trained(model=model, epochs=best.rows, timings={"scratch_s": time.monotonic() - t0})

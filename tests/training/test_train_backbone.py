@@ -1,0 +1,89 @@
+"""The `.pth` reader refuses code, and the transplanted Lite0 really is the ImageNet model."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.backbones.torch_pickle import LEGACY_MAGIC, UnsafePickleError, load_state_dict
+from wastesort.manifest import InputSpec
+from wastesort.preprocess import preprocess
+
+DATA = Path(__file__).resolve().parent / "data"
+
+BOTTLES = {440, 720, 737, 898, 907}  # beer, pill, pop, water, wine bottle
+SPEC = InputSpec(height=224, width=224)
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def _legacy(payload: object) -> bytes:
+    buf = io.BytesIO()
+    for header in (LEGACY_MAGIC, 1001, {"little_endian": True}):
+        pickle.dump(header, buf, protocol=2)
+    pickle.dump(payload, buf, protocol=2)
+    pickle.dump([], buf, protocol=2)
+    return buf.getvalue()
+
+
+def test_reader_refuses_globals_outside_the_allow_list():
+    with pytest.raises(UnsafePickleError, match=r"refusing to load global (posix|os|nt)\.system"):
+        load_state_dict(_legacy(OrderedDict(evil=_Boom())))
+    with pytest.raises(UnsafePickleError, match="bad magic"):
+        load_state_dict(pickle.dumps({"a": 1}))
+    with pytest.raises(UnsafePickleError, match="malformed"):
+        load_state_dict(b"\x80\x02")
+
+
+def test_reader_loads_the_official_lite0_weights(lite0_state):
+    assert len(lite0_state) == 296
+    params = sum(v.size for k, v in lite0_state.items() if not k.endswith("num_batches_tracked"))
+    assert params == pytest.approx(4.69e6, rel=0.01)
+    assert lite0_state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert lite0_state["_fc.weight"].dtype == np.float32
+
+
+@pytest.fixture(scope="module")
+def lite0_state():
+    from training.backbones import lite0_pth_path
+
+    return load_state_dict(lite0_pth_path())
+
+
+def test_transplanted_head_sees_bottles(lite0_state):
+    from training.backbones.lite0 import build_lite0, transplant
+
+    model = build_lite0((224, 224, 3), include_top=True)
+    assert transplant(model, lite0_state) == 247  # every weight of the Keras model, no gaps
+    files = sorted(DATA.glob("glass_bottle_*.jpg"))
+    assert len(files) >= 3
+    x = np.stack([preprocess(Path(f).read_bytes(), SPEC) for f in files]).astype(np.float32)
+    logits = model.predict(x, verbose=0)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    for f, p in zip(files, probs, strict=True):
+        top5 = set(np.argsort(-p)[:5].tolist())
+        assert top5 & BOTTLES, f"{f.name}: no bottle class in top-5 {sorted(top5)}"
+        assert p.max() > 0.1, f"{f.name}: near-uniform output (max {p.max():.4f})"
+        entropy = float(-(p * np.log(p + 1e-12)).sum())
+        assert entropy < np.log(1000) - 2
+
+
+def test_transplant_refuses_a_wrong_file(lite0_state):
+    from training.backbones.lite0 import build_lite0, transplant
+
+    model = build_lite0((64, 64, 3))
+    broken = dict(lite0_state)
+    del broken["_blocks.3._project_conv.weight"]
+    with pytest.raises(ValueError, match=r"_blocks\.3\._project_conv\.weight"):
+        transplant(model, broken)

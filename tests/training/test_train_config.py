@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.__main__ import main
+from training.config import Config, ConfigError, load_config, parse_override
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml", "tiny.yaml"])
+def test_shipped_configs_are_valid(name: str):
+    assert isinstance(load_config(CONFIGS / name), Config)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["train.head.epochs=3", "input.height=192", "registry.uri=null"])
+    assert cfg.train.head.epochs == 3
+    assert cfg.input.height == 192
+    assert cfg.registry.uri is None
+    assert parse_override("quantize.modes=[int8]") == (["quantize", "modes"], ["int8"])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.hed.epochs=3", "train.hed"),
+        ("nonsense=1", "nonsense"),
+        ("data.val_fraction=0.9", "data.val_fraction"),
+        ("input.resize=stretch", "input.resize"),
+        ("train.batch_size=many", "train.batch_size"),
+        ("quantize.gate.min_agreement=2", "quantize.gate.min_agreement"),
+    ],
+)
+def test_bad_key_or_value_names_the_key(override: str, key: str):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_file(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  head:\n    epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.head\.epochz: unknown key"):
+        load_config(path)
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="int8"):
+        load_config(None, ["quantize.modes=[float32]"])
+    with pytest.raises(ConfigError, match="mobilenet_v2"):
+        load_config(None, ["model.backbone=mobilenet_v2"])  # weights: pretrained is Lite0's
+
+
+def test_missing_file_and_bad_override_syntax(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
+        load_config(None, ["train.head.epochs"])
+
+
+def test_cli_rejects_bad_config_before_any_work(capsys: pytest.CaptureFixture[str]):
+    code = main(["run", "--config", str(CONFIGS / "quick.yaml"), "train.head.lr=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train.head.lr: unknown key" in err
+
+
+def test_cli_prints_resolved_config(capsys: pytest.CaptureFixture[str]):
+    assert main(["run", "--config", str(CONFIGS / "quick.yaml"), "--print-config"]) == 0
+    assert '"backbone": "efficientnet_lite0"' in capsys.readouterr().out

@@ -1,0 +1,107 @@
+"""Publish the int8 model to the registry, with its manifest entry and golden set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.quantize import GateError, GateResult
+from wastesort.manifest import InputSpec, ModelEntry, OutputSpec
+from wastesort.registry import GoldenSample, Registry
+from wastesort.scoring import ranked
+
+
+def pick_golden(
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    *,
+    per_class: int,
+    threshold: float,
+    margin: float = 0.1,
+) -> list[int]:
+    """Indices of test images the model gets right with a clear margin, `per_class` per class.
+
+    A golden image must come out the same on every runtime (x86, ARM, Edge TPU), so the ones
+    near the decision boundary or the uncertain threshold are left out.
+    """
+    pred = probs.argmax(axis=1)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    chosen: list[int] = []
+    for c in range(probs.shape[1]):
+        right = np.flatnonzero((y_true == c) & (pred == c))
+        clear = right[probs[right, c] >= threshold + margin]
+        ok = clear if len(clear) >= per_class else right  # a weak model: its best effort
+        ok = ok[np.argsort(-gap[ok], kind="stable")]
+        # Not only the easiest: spread over the confident ones.
+        step = max(1, len(ok) // max(per_class, 1))
+        chosen.extend(int(i) for i in ok[::step][:per_class])
+    return chosen
+
+
+def golden_samples(
+    indices: Sequence[int],
+    *,
+    names: Sequence[str],
+    images: Sequence[bytes],
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    labels: Sequence[str],
+) -> list[GoldenSample]:
+    return [
+        GoldenSample(
+            name=Path(names[i]).name,
+            data=images[i],
+            expected_class=labels[int(y_true[i])],
+            scores=ranked(probs[i], labels),
+        )
+        for i in indices
+    ]
+
+
+def publish(
+    uri: str,
+    model_path: Path,
+    *,
+    version: str,
+    gate: GateResult,
+    labels: Sequence[str],
+    input_spec: InputSpec,
+    output: OutputSpec,
+    metrics: dict[str, Any],
+    temperature: float,
+    uncertain_threshold: float,
+    dataset_fingerprint: str,
+    mlflow_run_id: str | None,
+    source_config: dict[str, Any],
+    golden: Sequence[GoldenSample],
+    aliases: Sequence[str],
+    extra_files: dict[str, Path] | None = None,
+) -> ModelEntry:
+    """Publish to the registry at `uri`, unless the quantization gate failed.
+
+    Raises:
+        GateError: the int8 model lost too much against the float model.
+    """
+    if not gate.passed:
+        raise GateError(f"refusing to publish {version} to {uri}: {gate.message()}")
+    registry = Registry.from_uri(uri)
+    return registry.publish(
+        model_path,
+        version=version,
+        golden=golden,
+        extra_files=extra_files,
+        aliases=aliases,
+        labels=list(labels),
+        input=input_spec,
+        output=output,
+        metrics=metrics,
+        temperature=temperature,
+        uncertain_threshold=uncertain_threshold,
+        dataset_fingerprint=dataset_fingerprint,
+        mlflow_run_id=mlflow_run_id,
+        source_config=source_config,
+    )

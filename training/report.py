@@ -1,0 +1,75 @@
+"""The run's report (also its model card in MLflow): what was trained on what, and how well."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def render(summary: dict[str, Any], labels: Sequence[str]) -> str:
+    test = summary["test"]
+    lines = [
+        f"# wastesort model {summary['version']}",
+        "",
+        f"- dataset fingerprint: `{summary['dataset_fingerprint']}`",
+        f"- git commit: `{summary.get('git_commit')}`",
+        f"- split sizes: {summary['data']['split_sizes']}",
+        f"- {summary['gate']['message']}",
+        f"- Edge TPU: {summary['variants']['int8'].get('edgetpu')}",
+        f"- int8 integer-only: {summary['variants']['int8'].get('integer_only')} "
+        f"(float ops: {', '.join(summary['variants']['int8'].get('float_ops') or []) or 'none'})",
+        "",
+        "## Test split",
+        "",
+        "| model | size | accuracy | macro-F1 | ECE (T=1) | ECE | T | agreement with float | "
+        + " | ".join(f"recall {label}" for label in labels)
+        + " |",
+        "| --- " * (8 + len(labels)) + "|",
+    ]
+    for name, m in test.items():
+        size = f"{m['size_bytes'] / 1e6:.2f} MB" if m.get("size_bytes") else "-"
+        recalls = " | ".join(f"{m['per_class_recall'][label]:.3f}" for label in labels)
+        lines.append(
+            f"| {name} | {size} | {_pct(m['accuracy'])} | {m['macro_f1']:.4f} | "
+            f"{m['ece_uncalibrated']:.4f} | {m['ece']:.4f} | {m['temperature']:.3f} | "
+            f"{_pct(m['agreement_with_float'])} | {recalls} |"
+        )
+    u = summary["uncertain"]
+    lines += [
+        "",
+        "`keras` is the float model run directly; every other row ran through "
+        "`wastesort.Classifier`.",
+        "",
+        "## Uncertain threshold (fit on validation, int8)",
+        "",
+        f"Threshold {u['threshold']} (lowest confidence at which decided validation images reach "
+        f"{_pct(u['target_accuracy'])} accuracy): validation coverage {_pct(u['val_coverage'])} "
+        f"at {_pct(u['val_accuracy_decided'])}; test coverage {_pct(u['test_coverage'])} at "
+        f"{_pct(u['test_accuracy_decided'])}.",
+        "",
+        "| threshold | val coverage | val accuracy of decided |",
+        "| --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['threshold']} | {_pct(r['coverage'])} | {_pct(r['accuracy'])} |"
+        for r in u["tradeoff_val"]
+    ]
+    lines += ["", "## Timings (s)", ""]
+    lines += [f"- {k}: {v}" for k, v in summary["timings_s"].items()]
+    lines += ["", "## Hardest mistakes (int8, most confident errors)", ""]
+    lines += [
+        f"- {m['path']}: {m['true']} -> {m['predicted']} ({m['confidence']:.2f})"
+        for m in summary["hardest_mistakes"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, summary: dict[str, Any], labels: Sequence[str]) -> Path:
+    path = run_dir / "model_card.md"
+    path.write_text(render(summary, labels))
+    return path

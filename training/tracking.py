@@ -1,0 +1,109 @@
+"""MLflow: a local SQLite store and artifact folder by default, any tracking URI by config.
+
+Registers each run's int8 model and points MLflow 3 aliases at it (stages are deprecated).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from training.config import MlflowConfig
+
+log = logging.getLogger(__name__)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """HEAD's commit, with `-dirty` when tracked files differ; None outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 (git from PATH is the point)
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=cwd,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=cwd,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+class Tracker:
+    """A thin wrapper over one MLflow run."""
+
+    def __init__(self, cfg: MlflowConfig, run_name: str) -> None:
+        import mlflow  # noqa: PLC0415 (heavy; only when a run starts)
+
+        self.cfg = cfg
+        self.mlflow = mlflow
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            location = cfg.artifact_location
+            if "://" not in location:
+                location = Path(location).resolve().as_uri()
+            experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+        self.run_id: str = self.run.info.run_id
+
+    def params(self, config: dict[str, Any]) -> None:
+        flat = {k: str(v)[:500] for k, v in flatten(config).items()}
+        self.mlflow.log_params(flat)
+        self.mlflow.log_dict(config, "config.json")
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
+
+    def epoch(self, row: dict[str, Any], step: int) -> None:
+        phase = row["phase"]
+        self.mlflow.log_metrics(
+            {
+                f"{phase}.loss": row["loss"],
+                f"{phase}.val_macro_f1": row["val_macro_f1"],
+                f"{phase}.val_accuracy": row["val_accuracy"],
+            },
+            step=step,
+        )
+
+    def metrics(self, metrics: dict[str, float]) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+    def artifacts(self, directory: Path) -> None:
+        self.mlflow.log_artifacts(str(directory))
+
+    def register(self, artifact_path: str, aliases: tuple[str, ...]) -> str:
+        """Register `artifact_path` of this run as a new model version; set `aliases` on it."""
+        client = self.mlflow.MlflowClient()
+        name = self.cfg.registered_model
+        if not client.search_registered_models(filter_string=f"name = '{name}'"):
+            client.create_registered_model(name, description="wastesort int8 TFLite classifier")
+        source = f"{self.run.info.artifact_uri}/{artifact_path}"
+        version = client.create_model_version(name, source, run_id=self.run_id)
+        for alias in aliases:
+            client.set_registered_model_alias(name, alias, version.version)
+        return str(version.version)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.mlflow.end_run(status=status)
