@@ -237,9 +237,15 @@ def run_checks(env: Mapping[str, str], clients: Clients) -> Verdict:
 
 def _default_clients() -> Clients:
     import boto3  # noqa: PLC0415 - only where AWS is really called
+    from botocore.config import Config  # noqa: PLC0415
 
+    # A cold version downloads and loads its model before answering; one retry at most, since
+    # a retried invoke is a second request.
+    invoke_config = Config(read_timeout=120, retries={"mode": "standard", "max_attempts": 2})
     return Clients(
-        s3=boto3.client("s3"), lambda_=boto3.client("lambda"), codedeploy=boto3.client("codedeploy")
+        s3=boto3.client("s3"),
+        lambda_=boto3.client("lambda", config=invoke_config),
+        codedeploy=boto3.client("codedeploy"),
     )
 
 

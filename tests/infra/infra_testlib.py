@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +29,27 @@ def statements(template_json: dict[str, Any], role_prefix: str) -> list[dict[str
         if any(r.startswith(role_prefix) for r in roles):
             found.extend(resource["Properties"]["PolicyDocument"]["Statement"])
     return found
+
+
+# W3005: CDK adds DependsOn on a function's role next to the GetAtt that already orders them.
+IGNORED = "W3005"
+
+
+def cfn_lint(template_json: dict, tmp_path: Path) -> None:
+    """Fail with cfn-lint's findings unless the template is clean."""
+    path = tmp_path / "wastesort.template.json"
+    path.write_text(json.dumps(template_json))
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--ignore-checks",
+            IGNORED,
+            "--",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""

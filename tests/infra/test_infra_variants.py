@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
-from infra_testlib import only, statements
+from infra_testlib import cfn_lint, only, statements
 
 from infra import constants as c
 from infra.app import build_app
@@ -56,6 +56,12 @@ def test_nag_fails_synth_on_an_unacknowledged_finding_and_only_there(variant: di
     assert violations
     assert {rule for rule, _ in violations} == {"AwsSolutions-S1", "AwsSolutions-S10"}
     assert all(path.startswith("wastesort-test/Naked/") for _, path in violations)
+
+
+def test_variant_template_is_cfn_lint_clean(variant: dict, tmp_path: Path) -> None:
+    template = dict(variant["template"])
+    template["Resources"] = {k: v for k, v in template["Resources"].items() if "Naked" not in k}
+    cfn_lint(template, tmp_path)
 
 
 def test_imported_bucket_is_not_created_and_grants_name_it(variant: dict) -> None:
