@@ -8,7 +8,7 @@ schedule, rolling back when an alarm added with `deployment_group.add_alarm` fir
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack, triggers
+from aws_cdk import Duration, RemovalPolicy, Stack, triggers
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -162,6 +162,9 @@ class Serving(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             reserved_concurrent_executions=reserved_concurrency,
             snap_start=snap_start,
+            # A replaced version is deleted once its deployment completes: every version holds
+            # a copy of the package, and Lambda's code storage per region is bounded.
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY),
         )
         acknowledge(
             role,

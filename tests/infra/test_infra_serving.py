@@ -160,3 +160,9 @@ def test_hook_and_api_share_one_code_asset(template: Template) -> None:
     api = _function(template, c.API_HANDLER)[1]["Code"]
     hook = _function(template, c.HOOK_HANDLER)[1]["Code"]
     assert api == hook
+
+
+def test_replaced_versions_are_deleted_not_hoarded(template: Template) -> None:
+    versions = template.find_resources("AWS::Lambda::Version")
+    assert len(versions) == 2  # the API's and the hook's (for the first-deployment trigger)
+    assert {v["DeletionPolicy"] for v in versions.values()} == {"Delete"}
