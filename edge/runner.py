@@ -141,6 +141,7 @@ class Runner:
         self._item: int | None = None
         self._decided_item: int | None = None
         self.last_prediction: Prediction | None = None
+        self.last_input: np.ndarray | None = None
         self._last_label: str | None = None
         self._model_failures = 0
         self._threads: list[threading.Thread] = []
@@ -214,7 +215,7 @@ class Runner:
         seconds["invoke"] += t3 - t2
         seconds["decide"] += t4 - t3
         self.stats.frames += 1
-        self.last_prediction = prediction
+        self.last_prediction, self.last_input = prediction, array
         if decision is None:
             return None
         if frame.item == 0 and decision.label == self._last_label:

@@ -70,9 +70,7 @@ def golden_for(model: Path, fields: dict, *, wrong: bool = False) -> list[Golden
     expected = prediction.predicted_class
     if wrong:
         expected = next(label for label in entry.labels if label != expected)
-    return [
-        GoldenSample("glass.jpg", sample_bytes("glass"), expected, prediction.all_confidences)
-    ]
+    return [GoldenSample("glass.jpg", sample_bytes("glass"), expected, prediction.all_confidences)]
 
 
 def publish(

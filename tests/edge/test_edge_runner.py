@@ -131,8 +131,9 @@ def test_camera_frames_are_debounced_in_the_runner(tmp_path, edge_registry):
 
     camera = FakeCamera([rgb("glass")])
     source = CameraSource(
-        config.source.model_copy(update={"trigger": config.source.trigger.model_copy(
-            update={"fps": 60})}),
+        config.source.model_copy(
+            update={"trigger": config.source.trigger.model_copy(update={"fps": 60})}
+        ),
         burst=5,
         camera=camera,
     )
@@ -205,7 +206,7 @@ def test_cli_once_prints_one_json_line_per_image(tmp_path, edge_registry):
 def test_bad_config_is_a_clear_error_at_start(tmp_path, yaml_text, message):
     path = tmp_path / "edge.yaml"
     path.write_text(yaml_text)
-    with pytest.raises(ConfigError, match="invalid|YAML") as info:
+    with pytest.raises(ConfigError, match=r"invalid|YAML") as info:
         load_config(path)
     assert message in str(info.value)
 
@@ -315,8 +316,9 @@ def test_missing_edge_tpu_falls_back_to_the_cpu(tmp_path, tiny_int8, caplog):
     registry = Registry.from_uri(tmp_path / "reg", cache_dir=tmp_path / "pc")
     fake_edgetpu = tmp_path / "model_edgetpu.tflite"
     fake_edgetpu.write_bytes(tiny_int8.read_bytes() + b"\0")  # another file, same network
-    publish(registry, tiny_int8, "v1", extra_files={"edgetpu": fake_edgetpu},
-            aliases=["production"])
+    publish(
+        registry, tiny_int8, "v1", extra_files={"edgetpu": fake_edgetpu}, aliases=["production"]
+    )
     config = edge_config(tmp_path, registry, actuators=[])
     config.model.delegate = "edgetpu"
     runner = build_runner(config, once=True)
@@ -348,3 +350,11 @@ def test_edge_never_imports_tensorflow(tmp_path, edge_registry):
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_expected_runtime_is_the_one_in_use(tmp_path, edge_registry):
+    """`make test-pi` sets WASTESORT_EXPECT_RUNTIME=tflite-runtime: prove it is not
+    silently running on something else."""
+    expected = os.environ.get("WASTESORT_EXPECT_RUNTIME", "ai-edge-litert")
+    updater = Updater(edge_config(tmp_path, edge_registry).model, tmp_path / "state")
+    assert updater.start().runtime.name == expected

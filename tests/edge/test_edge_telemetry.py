@@ -240,7 +240,9 @@ def test_a_full_queue_evicts_the_oldest_and_reports_it(tmp_path, caplog):
 
     class Memory:
         uri = "memory://"
-        bodies: list[bytes] = []
+
+        def __init__(self) -> None:
+            self.bodies: list[bytes] = []
 
         def put(self, key: str, body: bytes) -> None:
             self.bodies.append(body)

@@ -92,19 +92,36 @@ def test_bad_signature_is_refused(tmp_path, edge_registry, tiny_models):
     updater = make_updater(tmp_path / "state", edge_registry.uri, public_key=key)
     assert updater.start().version == "v1"  # signed by the fleet key: accepted
 
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
-            signing_key=other_private, aliases=["production"])
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v2",
+        float_model=True,
+        signing_key=other_private,
+        aliases=["production"],
+    )
     refused(updater, "v2")
     assert "signature" in updater.last_error
     assert updater.rejected["v2"]["final"]  # never retried
 
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v3", float_model=True,
-            aliases=["production"])  # unsigned
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v3",
+        float_model=True,
+        aliases=["production"],
+    )  # unsigned
     refused(updater, "v3")
     assert "not signed" in updater.last_error
 
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v4", float_model=True,
-            signing_key=private, aliases=["production"])
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v4",
+        float_model=True,
+        signing_key=private,
+        aliases=["production"],
+    )
 
     def tamper(manifest: Manifest) -> None:  # signed, then its threshold edited
         manifest.versions["v4"].uncertain_threshold = 0.99
@@ -118,8 +135,13 @@ def test_corrupt_download_is_refused_and_retried_later(
 ):
     updater = make_updater(tmp_path / "state", registry_server.url)
     assert updater.start().version == "v1"  # over HTTP
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
-            aliases=["production"])
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v2",
+        float_model=True,
+        aliases=["production"],
+    )
     registry_server.corrupt = "artifacts/v2/model.tflite"
     refused(updater, "v2")
     assert "does not match" in updater.last_error
@@ -134,8 +156,14 @@ def test_corrupt_download_is_refused_and_retried_later(
 def test_failing_self_test_keeps_the_old_model(tmp_path, edge_registry, tiny_models):
     updater = make_updater(tmp_path / "state", edge_registry.uri)
     updater.start()
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
-            wrong_golden=True, aliases=["production"])
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v2",
+        float_model=True,
+        wrong_golden=True,
+        aliases=["production"],
+    )
     refused(updater, "v2")
     assert "golden image" in updater.last_error
     assert updater.rejected["v2"]["final"]
@@ -158,8 +186,13 @@ def test_a_model_failing_at_run_time_is_rolled_back(tmp_path, edge_registry, tin
         uploader=None,
         once=True,
     )
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
-            aliases=["production"])
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v2",
+        float_model=True,
+        aliases=["production"],
+    )
     runner._swap(updater.check(), "update")
     assert runner.classifier.version == "v2"
 
@@ -193,8 +226,13 @@ def test_killed_mid_download_the_old_model_still_serves(
 ):
     state = tmp_path / "state"
     assert make_updater(state, registry_server.url).start().version == "v1"
-    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True,
-            aliases=["production"])
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v2",
+        float_model=True,
+        aliases=["production"],
+    )
     registry_server.stall = "artifacts/v2/model.tflite"
 
     process = subprocess.Popen(
@@ -220,9 +258,10 @@ def test_killed_mid_download_the_old_model_still_serves(
     assert clf.version == "v1"
     assert clf.predict(sample_bytes("glass")).model_version == "v1"
     assert not list((state / "cache").glob(".download-*"))  # cleaned at start
-    assert json.loads((state / "models" / "state.json").read_text())["current"]["entry"][
-        "version"
-    ] == "v1"
+    assert (
+        json.loads((state / "models" / "state.json").read_text())["current"]["entry"]["version"]
+        == "v1"
+    )
     assert restarted.check().version == "v2"  # and the update completes on the next poll
 
 
@@ -239,9 +278,7 @@ def test_https_registry_is_read_only(tmp_path, registry_server: RegistryServer):
 
 
 def test_poll_interval_has_jitter(tmp_path, edge_registry):
-    updater = make_updater(
-        tmp_path / "s", edge_registry.uri, poll_interval_s=100, poll_jitter=0.2
-    )
+    updater = make_updater(tmp_path / "s", edge_registry.uri, poll_interval_s=100, poll_jitter=0.2)
     assert updater.next_delay(lambda a, b: a) == pytest.approx(80)
     assert updater.next_delay(lambda a, b: b) == pytest.approx(120)
     delays = {round(updater.next_delay(), 3) for _ in range(20)}

@@ -63,7 +63,7 @@ class HttpStore(RegistryStore):
                 if response.status_code != 200:
                     raise RegistryError(f"cannot download {url}: HTTP {response.status_code}")
                 with open(dest, "wb") as handle:
-                    for chunk in response.iter_bytes(1 << 16):
+                    for chunk in response.iter_bytes():
                         handle.write(chunk)
         except httpx.HTTPError as exc:
             raise RegistryError(f"cannot download {url}: {exc}") from exc
