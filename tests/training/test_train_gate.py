@@ -1,0 +1,70 @@
+"""The quantization gate: a model that loses too much in int8 is never published."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import LABELS, tiny_fields
+from training.config import GateConfig
+from training.publish import publish
+from training.quantize import GateError, gate
+
+Y = np.array([0, 1, 2, 3, 4, 5] * 10)
+
+
+def test_gate_passes_an_int8_model_that_agrees():
+    result = gate(Y.copy(), Y.copy(), Y, GateConfig())
+    assert result.passed
+    assert result.agreement == 1.0
+    assert "passed" in result.message()
+
+
+def test_gate_rejects_accuracy_drop_and_disagreement():
+    int8 = Y.copy()
+    int8[:6] = (int8[:6] + 1) % 6  # 10% of answers change, all of them to wrong ones
+    result = gate(Y.copy(), int8, Y, GateConfig(max_accuracy_drop=0.01, min_agreement=0.98))
+    assert not result.passed
+    message = result.message()
+    assert "FAILED" in message
+    assert "max_accuracy_drop" in message
+    assert "min_agreement" in message
+    assert result.accuracy_drop == pytest.approx(0.1)
+
+
+def test_thresholds_are_configurable():
+    int8 = Y.copy()
+    int8[0] = 1
+    assert not gate(Y.copy(), int8, Y, GateConfig()).passed
+    assert gate(Y.copy(), int8, Y, GateConfig(max_accuracy_drop=0.05, min_agreement=0.9)).passed
+
+
+def test_publish_refuses_a_failing_model_and_leaves_the_registry_alone(
+    tmp_path: Path, tiny_int8: Path
+):
+    int8 = Y.copy()
+    int8[:12] = (int8[:12] + 1) % 6
+    failing = gate(Y.copy(), int8, Y, GateConfig())
+    fields = tiny_fields()
+    with pytest.raises(GateError, match=r"refusing to publish v-bad .*quantization gate FAILED"):
+        publish(
+            str(tmp_path / "reg"),
+            tiny_int8,
+            version="v-bad",
+            gate=failing,
+            labels=LABELS,
+            input_spec=fields["input"],
+            output=fields["output"],
+            metrics={},
+            temperature=1.0,
+            uncertain_threshold=0.0,
+            dataset_fingerprint="f" * 64,
+            mlflow_run_id=None,
+            source_config={},
+            golden=[],
+            aliases=["production"],
+        )
+    assert not (tmp_path / "reg" / "manifest.json").exists()
+    assert not list((tmp_path / "reg").rglob("*.tflite")) if (tmp_path / "reg").exists() else True
