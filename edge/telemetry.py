@@ -188,7 +188,7 @@ class TelemetryQueue:
                     return None
                 day = datetime.now(UTC).strftime("%Y/%m/%d")
                 span = f"{ids[0]:012d}-{ids[-1]:012d}"
-                key = f"{self.device_id}/{day}/{self.queue_id}-{span}.jsonl"
+                key = f"{self.device_id}/events/{day}/{self.queue_id}-{span}.jsonl"
                 batch = self._db.execute(
                     "INSERT INTO batches (key, created) VALUES (?, ?)", (key, time.time())
                 ).lastrowid
@@ -267,7 +267,9 @@ class Sink(Protocol):
 
 
 class S3Sink:
-    """Batches at `s3://bucket/prefix/events/<key>`, heartbeats at `.../heartbeats/<id>.json`."""
+    """Batches at `s3://bucket/prefix/<device id>/events/...`, the latest heartbeat at
+    `s3://bucket/prefix/<device id>/heartbeat.json`: everything a device writes is under its
+    own name, which is what the device role allows (`telemetry/<thing name>/*`, infra)."""
 
     def __init__(self, uri: str, *, client: Any = None) -> None:
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
@@ -295,7 +297,7 @@ class S3Sink:
     def put(self, key: str, body: bytes) -> None:
         self.client.put_object(
             Bucket=self.bucket,
-            Key=self._key(f"events/{key}"),
+            Key=self._key(key),
             Body=body,
             ContentType="application/x-ndjson",
         )
@@ -303,7 +305,7 @@ class S3Sink:
     def put_heartbeat(self, device_id: str, body: bytes) -> None:
         self.client.put_object(
             Bucket=self.bucket,
-            Key=self._key(f"heartbeats/{device_id}.json"),
+            Key=self._key(f"{device_id}/heartbeat.json"),
             Body=body,
             ContentType="application/json",
         )

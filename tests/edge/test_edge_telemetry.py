@@ -73,11 +73,12 @@ def s3():
 
 def uploaded(client) -> list[dict]:
     events = []
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="edge/events/")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="edge/bin-")
     for page in pages:
         for obj in page.get("Contents", []):
             body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
-            events.extend(json.loads(line) for line in body.decode().splitlines())
+            if "/events/" in obj["Key"]:
+                events.extend(json.loads(line) for line in body.decode().splitlines())
     return events
 
 
@@ -131,6 +132,8 @@ def test_kill_9_then_upload_through_an_outage_loses_and_duplicates_nothing(tmp_p
     assert uploader.failures == 0
 
     events = uploaded(s3)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert all(k.startswith("edge/bin-3/events/") for k in keys)  # the device's own prefix
     ids = [e["event_id"] for e in events]
     assert len(ids) == len(set(ids)), "an event was uploaded twice"
     assert set(ids) == queued, "an event was lost"
@@ -280,7 +283,7 @@ def test_runner_flushes_to_s3_and_sends_a_heartbeat(tmp_path, s3, edge_registry)
     events = uploaded(s3)
     assert len(events) == len(ALL_SAMPLES)
     assert {e["device_id"] for e in events} == {"bin-7"}
-    beat = json.loads(s3.get_object(Bucket=BUCKET, Key="edge/heartbeats/bin-7.json")["Body"].read())
+    beat = json.loads(s3.get_object(Bucket=BUCKET, Key="edge/bin-7/heartbeat.json")["Body"].read())
     assert beat["model"]["version"] == "v1"
     assert beat["telemetry"]["depth"] == 0
     assert beat["telemetry"]["uploaded"] == len(ALL_SAMPLES)
