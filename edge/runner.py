@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Stats:
     frames: int = 0
     decisions: int = 0
     bad_frames: int = 0
+    telemetry_errors: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def summary(self) -> dict[str, Any]:
@@ -99,6 +101,7 @@ class Stats:
             "frames": self.frames,
             "decisions": self.decisions,
             "bad_frames": self.bad_frames,
+            "telemetry_errors": self.telemetry_errors,
             "elapsed_s": round(elapsed, 4),
             "decisions_per_s": round(self.decisions / elapsed, 3) if elapsed else None,
             "stage_ms": {k: round(v * 1000 / frames, 4) for k, v in self.seconds.items()},
@@ -229,17 +232,21 @@ class Runner:
             "latency_ms": round((t4 - t0) * 1000, 3),
         }
         if self.queue is not None:
-            self.queue.record(
-                {
-                    "model_version": decision.model_version,
-                    "decision": decision.label,
-                    "confidence": decision.confidence,
-                    "frames": decision.frames,
-                    "latency_ms": context["latency_ms"],
-                    "source": frame.name,
-                    "accelerator": "edgetpu" if clf.runtime.delegate else "cpu",
-                }
-            )
+            try:
+                self.queue.record(
+                    {
+                        "model_version": decision.model_version,
+                        "decision": decision.label,
+                        "confidence": decision.confidence,
+                        "frames": decision.frames,
+                        "latency_ms": context["latency_ms"],
+                        "source": frame.name,
+                        "accelerator": "edgetpu" if clf.runtime.delegate else "cpu",
+                    }
+                )
+            except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
+                self.stats.telemetry_errors += 1
+                self._error(f"telemetry not recorded: {type(exc).__name__}: {exc}")
         t5 = time.perf_counter()
         seconds["telemetry"] += t5 - t4
         for actuator in self.actuators:
