@@ -44,7 +44,7 @@ from functions.api.settings import Settings
 from wastesort import Classifier, __version__
 from wastesort.errors import ImageError
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:=+/-]{1,128}$")
 EXAMPLE_ID = "c0ffee00-0000-4000-8000-000000000000"
 
 

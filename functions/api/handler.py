@@ -15,9 +15,11 @@ import time
 _T0 = time.perf_counter()
 
 from mangum import Mangum  # noqa: E402 - timed: the imports are a cold-start phase
+from mangum.adapter import DEFAULT_TEXT_MIME_TYPES  # noqa: E402
 
 from functions.api.app import create_app  # noqa: E402
 from functions.api.observability import logger  # noqa: E402
+from functions.api.problems import MEDIA_TYPE  # noqa: E402
 from functions.api.settings import Settings  # noqa: E402
 
 _T_IMPORTS = time.perf_counter()
@@ -28,8 +30,9 @@ _T_APP = time.perf_counter()
 app.state.model.load()
 _T_MODEL = time.perf_counter()
 
-# Lifespan off: Mangum would run startup/shutdown around every invocation.
-handler = Mangum(app, lifespan="off")
+# Lifespan off: Mangum would run startup/shutdown around every invocation. Problems are text
+# (Mangum would otherwise base64 an `application/problem+json` body as if it were binary).
+handler = Mangum(app, lifespan="off", text_mime_types=[*DEFAULT_TEXT_MIME_TYPES, MEDIA_TYPE])
 
 COLD_START = {
     "imports_ms": round((_T_IMPORTS - _T0) * 1000, 1),
