@@ -90,7 +90,7 @@ class Updater:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._registry = registry
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the poller and the frame loop both change state
         self._pending: Classifier | None = None
         self.current: Installed | None = None
         self.previous: Installed | None = None
@@ -122,6 +122,10 @@ class Updater:
             self.current = self.previous = None
 
     def _write_state(self) -> None:
+        with self._lock:
+            self._write_state_locked()
+
+    def _write_state_locked(self) -> None:
         data = {
             "current": self.current.to_json() if self.current else None,
             "previous": self.previous.to_json() if self.previous else None,
@@ -187,8 +191,8 @@ class Updater:
             log.info("serving model %s (%s)", classifier.version, describe(classifier))
             return classifier
         entry = self.registry.resolve(self.config.alias)
-        classifier, installed = self._prepare(entry)
-        self._install(installed)
+        classifier, installed, content = self._prepare(entry)
+        self._install(installed, content)
         log.info("installed model %s (%s)", classifier.version, describe(classifier))
         return classifier
 
@@ -202,7 +206,7 @@ class Updater:
             return None
         return "edgetpu"
 
-    def _prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed]:
+    def _prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed, bytes]:
         """Download, verify, load and self-test `entry`; nothing on disk changes yet."""
         if self.config.public_key is not None:
             from wastesort.signing import verify  # noqa: PLC0415
@@ -219,9 +223,7 @@ class Updater:
         if self.config.self_test:
             self.self_test(classifier)
         file = f"{ref.sha256}{'_edgetpu' if variant else ''}.tflite"
-        if not (self.dir / file).exists():
-            write_atomic(self.dir / file, content)
-        return classifier, Installed(entry, file, variant)
+        return classifier, Installed(entry, file, variant), content
 
     def self_test(self, classifier: Classifier) -> None:
         """Replay the golden set published with the version.
@@ -255,8 +257,11 @@ class Updater:
                         f"{label}={actual:.4f}, published {expected:.4f}"
                     )
 
-    def _install(self, installed: Installed) -> None:
+    def _install(self, installed: Installed, content: bytes) -> None:
+        """Model file first, then state.json: a crash between leaves an unused file."""
         with self._lock:
+            if not (self.dir / installed.file).exists():
+                write_atomic(self.dir / installed.file, content)
             if self.current is not None and self.current.entry.version != installed.entry.version:
                 self.previous = self.current
             self.current = installed
@@ -311,14 +316,14 @@ class Updater:
         prepared = self._try_prepare(entry)
         if prepared is None:
             return None
-        classifier, installed = prepared
-        self._install(installed)
+        classifier, installed, content = prepared
+        self._install(installed, content)
         with self._lock:
             self._pending = classifier
         log.info("model %s verified and self-tested; switching", entry.version)
         return classifier
 
-    def _try_prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed] | None:
+    def _try_prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed, bytes] | None:
         try:
             return self._prepare(entry)
         except (SignatureError, SelfTestError) as exc:
