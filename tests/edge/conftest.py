@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,22 +30,32 @@ EDGE_TIMEOUT = 60
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Overrides the core fixture: in a venv without TensorFlow, use prebuilt models."""
+    """Overrides the core fixture so that a venv without TensorFlow can run these tests: the
+    models come from WASTESORT_TINY_MODELS, else from build/tiny-models (built once, by this
+    interpreter if it has TensorFlow, else by the main venv's, and rebuilt when
+    tests/tiny_model.py changes)."""
     prebuilt = os.environ.get(TINY_ENV)
     if prebuilt and (Path(prebuilt) / "tiny_int8.tflite").exists():
         return Path(prebuilt)
-    out = tmp_path_factory.mktemp("tiny")
+    shared = ROOT / "build" / "tiny-models"
+    script = ROOT / "tests" / "tiny_model.py"
+    fresh = [shared / "tiny_int8.tflite", shared / "tiny_float.tflite"]
+    if all(f.exists() and f.stat().st_mtime >= script.stat().st_mtime for f in fresh):
+        return shared
     python = sys.executable
-    main_venv = ROOT / ".venv" / "bin" / "python"
     probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, check=False)
     if probe.returncode != 0:
-        if not main_venv.exists():
+        python = str(ROOT / ".venv" / "bin" / "python")
+        if not Path(python).exists():
             pytest.skip(f"no TensorFlow to build the tiny model; set {TINY_ENV}")
-        python = str(main_venv)
-    subprocess.run(
-        [python, str(ROOT / "tests" / "tiny_model.py"), str(out)], check=True, capture_output=True
-    )
-    return out
+    out = tmp_path_factory.mktemp("tiny")
+    subprocess.run([python, str(script), str(out)], check=True, capture_output=True)
+    shared.mkdir(parents=True, exist_ok=True)
+    for name in ("tiny_float.tflite", "tiny_int8.tflite"):  # int8 last: it marks "complete"
+        staged = shared / f".{name}.{os.getpid()}"
+        shutil.copyfile(out / name, staged)
+        os.replace(staged, shared / name)
+    return shared
 
 
 def float_fields(**overrides: object) -> dict:
