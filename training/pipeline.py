@@ -114,6 +114,7 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
     t0 = time.monotonic()
     trained = train(cfg, ds, pixels, hook=lambda row: tracker.epoch(row, next(step)))
     timings["train_s"] = time.monotonic() - t0
+    trained.model.save_weights(run_dir / "model.weights.h5")
     timings.update(trained.timings)
     (run_dir / "epochs.json").write_text(json.dumps(trained.epochs, indent=1))
 
@@ -330,7 +331,7 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
     summary["manifest_metrics"] = manifest_metrics
     write_report(run_dir, summary, labels)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    tracker.artifacts(_artifact_view(run_dir))
+    _log_artifacts(tracker, run_dir)
     registered = tracker.register("tflite/model_int8.tflite", cfg.mlflow.aliases)
     summary["mlflow"] = {"run_id": tracker.run_id, "registered_version": registered}
 
@@ -366,11 +367,13 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
     return result
 
 
-def _artifact_view(run_dir: Path) -> Path:
-    """What goes to MLflow: everything but the SavedModel (the TFLite files are the product)."""
-    import shutil  # noqa: PLC0415
-
-    saved = run_dir / "tflite" / "saved_model"
-    if saved.exists():
-        shutil.rmtree(saved)
-    return run_dir
+def _log_artifacts(tracker: Tracker, run_dir: Path) -> None:
+    """Everything in the run folder but the SavedModel (kept locally for re-conversion; the
+    TFLite files are the product)."""
+    for child in sorted(run_dir.iterdir()):
+        if child.name == "saved_model":
+            continue
+        if child.is_dir():
+            tracker.mlflow.log_artifacts(str(child), artifact_path=child.name)
+        else:
+            tracker.mlflow.log_artifact(str(child))

@@ -132,7 +132,7 @@ def convert(
         QuantizationError: the int8 input is not uint8 with scale 1 and zero point 0.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = export_saved_model(model, out_dir / "saved_model")
+    saved = export_saved_model(model, out_dir.parent / "saved_model")
     rep = representative(train_pixels, cfg.representative_images, seed)
     variants: dict[str, Variant] = {}
     for mode in cfg.modes:
