@@ -1,4 +1,16 @@
-# make targets for the serving part
-.PHONY: serve
-serve: $(STAMP)  ## serve the API on the bundled model (uvicorn, :8000)
-	@echo "serve: not set up yet"
+# make targets for the serving part (functions/api): the API locally, the Lambda package, benchmarks
+# The API serves MODEL_URI (default: the bundled registry's `production` alias), e.g.
+#   make serve MODEL_URI=s3://bucket/models@canary
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ARCH ?= arm64
+.PHONY: serve package bench-serving
+
+serve: $(STAMP)  ## serve the API on the bundled model (uvicorn, http://127.0.0.1:8000/docs; MODEL_URI, PORT)
+	$(PY) -m uvicorn functions.api.app:app --host $(HOST) --port $(PORT)
+
+package: $(STAMP)  ## build the Lambda package build/lambda/api-arm64.zip without Docker (ARCH=x86_64 too)
+	$(PY) -m functions.api.package --arch $(ARCH)
+
+bench-serving: $(STAMP)  ## serving benchmarks: HTTP load vs Keras, cold start vs TensorFlow, package sizes
+	$(PY) -m bench.serving
