@@ -358,3 +358,34 @@ def test_the_expected_runtime_is_the_one_in_use(tmp_path, edge_registry):
     expected = os.environ.get("WASTESORT_EXPECT_RUNTIME", "ai-edge-litert")
     updater = Updater(edge_config(tmp_path, edge_registry).model, tmp_path / "state")
     assert updater.start().runtime.name == expected
+
+
+def test_no_camera_library_is_a_clear_error(tmp_path, edge_registry):
+    for module in ("picamera2", "cv2"):
+        if (
+            subprocess.run(
+                [sys.executable, "-c", f"import {module}"], capture_output=True, check=False
+            ).returncode
+            == 0
+        ):
+            pytest.skip(f"{module} is installed here")
+    result = run_cli(
+        "run", "--source", "camera", "--once", "--model", edge_registry.uri,
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "edge: cannot start: no camera library" in result.stderr
+    assert "picamera2" in result.stderr and "opencv" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_status_prints_the_last_heartbeat(tmp_path, edge_registry):
+    state = tmp_path / "state"
+    assert run_cli("status", "--state-dir", str(state)).returncode == 1  # none yet
+    run = run_cli(
+        "run", "--source", f"image:{ALL_SAMPLES[0]}", "--once", "--model", edge_registry.uri,
+        "--state-dir", str(state),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    status = run_cli("status", "--state-dir", str(state))
+    assert json.loads(status.stdout)["model"]["serving"] == "v1"
