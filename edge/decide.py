@@ -54,6 +54,21 @@ class Debouncer:
         self._streak: list[float] = []
         self._best: Prediction | None = None
 
+    def flush(self, model_version: str) -> Decision | None:
+        """End the item in progress early (its burst is over): `uncertain` if any frame was
+        seen and none decided it, else None."""
+        if self._seen == 0 or self._best is None:
+            return None
+        best, seen = self._best, self._seen
+        self.reset()
+        return Decision(
+            label=UNCERTAIN,
+            confidence=best.confidence,
+            frames=seen,
+            model_version=model_version,
+            scores=dict(best.all_confidences),
+        )
+
     def update(self, prediction: Prediction, model_threshold: float = 0.0) -> Decision | None:
         """Feed one frame's prediction; returns a Decision when the item is decided."""
         threshold = model_threshold if self.threshold is None else self.threshold

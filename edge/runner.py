@@ -143,6 +143,7 @@ class Runner:
         self.classifier: Classifier = updater.start()
         self._item: int | None = None
         self._decided_item: int | None = None
+        self._item_source = ""
         self.last_prediction: Prediction | None = None
         self.last_input: np.ndarray | None = None
         self._last_label: str | None = None
@@ -195,8 +196,8 @@ class Runner:
         spec = clf.input_spec
         seconds = self.stats.seconds
         if frame.item != self._item:
-            self.debouncer.reset()
-            self._item = frame.item
+            self.end_item()
+            self._item, self._item_source = frame.item, frame.name
         elif frame.item and self._decided_item == frame.item:
             return None  # the rest of a burst whose item is already decided
         t0 = time.perf_counter()
@@ -223,14 +224,31 @@ class Runner:
             return None
         if frame.item == 0 and decision.label == self._last_label:
             return None  # continuous mode: the same thing still there is not a new item
-        self._last_label = decision.label
         self._decided_item = frame.item
+        self._conclude(decision, frame.name, t4 - t0)
+        return decision
+
+    def end_item(self) -> Decision | None:
+        """The source says the item's frames are over (an idle tick, the next item): if its
+        burst ended without K agreeing frames, it is `uncertain` — the safe default bin."""
+        if not self._item:
+            return None  # continuous mode: the stream has no items to end
+        unfinished = self.debouncer.flush(self.classifier.version)
+        if unfinished is not None:
+            self._conclude(unfinished, self._item_source, 0.0)
+        return unfinished
+
+    def _conclude(self, decision: Decision, source: str, seconds_taken: float) -> None:
+        """Record the decision (committed before anything moves), then act on it."""
+        self._last_label = decision.label
         self.stats.decisions += 1
+        clf = self.classifier
         context = {
             "device_id": self.config.device_id,
-            "source": frame.name,
-            "latency_ms": round((t4 - t0) * 1000, 3),
+            "source": source,
+            "latency_ms": round(seconds_taken * 1000, 3),
         }
+        t4 = time.perf_counter()
         if self.queue is not None:
             try:
                 self.queue.record(
@@ -240,7 +258,7 @@ class Runner:
                         "confidence": decision.confidence,
                         "frames": decision.frames,
                         "latency_ms": context["latency_ms"],
-                        "source": frame.name,
+                        "source": source,
                         "accelerator": "edgetpu" if clf.runtime.delegate else "cpu",
                     }
                 )
@@ -248,14 +266,13 @@ class Runner:
                 self.stats.telemetry_errors += 1
                 self._error(f"telemetry not recorded: {type(exc).__name__}: {exc}")
         t5 = time.perf_counter()
-        seconds["telemetry"] += t5 - t4
+        self.stats.seconds["telemetry"] += t5 - t4
         for actuator in self.actuators:
             try:
                 actuator.act(decision, context)
             except Exception as exc:  # an actuator failing must not stop the bin
                 self._error(f"actuator {actuator.name} failed: {type(exc).__name__}: {exc}")
-        seconds["act"] += time.perf_counter() - t5
-        return decision
+        self.stats.seconds["act"] += time.perf_counter() - t5
 
     def _handle(self, frame: Frame) -> None:
         try:
@@ -319,6 +336,8 @@ class Runner:
                     self._swap(pending, "update")
                 if frame is not None:
                     self._handle(frame)
+                else:
+                    self.end_item()
                 self.watchdog.ping()
                 if self.stop.is_set():
                     break

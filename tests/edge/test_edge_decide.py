@@ -179,3 +179,14 @@ def test_sources_from_the_command_line(tmp_path):
         parse_source("ftp:x")
     with pytest.raises(SourceError, match="does not exist"):
         FolderSource(tmp_path / "nope")
+
+
+def test_flush_ends_an_undecided_item_as_uncertain():
+    debouncer = Debouncer(k=3)
+    assert debouncer.flush("v1") is None  # nothing seen
+    feed(debouncer, [("glass", 0.9), ("glass", 0.6)])
+    decision = debouncer.flush("v1")
+    assert decision.label == "uncertain"
+    assert decision.frames == 2
+    assert decision.confidence == 0.9
+    assert debouncer.flush("v1") is None  # and it is over

@@ -154,6 +154,15 @@ def test_camera_frames_are_debounced_in_the_runner(tmp_path, edge_registry):
     assert decisions[2] is not None and decisions[2].frames == 3
     assert decisions[3:] == [None, None]  # the rest of the burst: already decided
     assert len(recorder.seen) == 1
+    assert runner.end_item() is None  # that item was decided
+
+    # A burst that ends (an idle tick from the source) before K frames agreed: `uncertain`.
+    for i in range(2):
+        assert runner.process(Frame(name=f"g{i}", array=rgb("glass"), item=2)) is None
+    ended = runner.end_item()
+    assert ended is not None and ended.label == "uncertain" and ended.frames == 2
+    assert [d.label for _, d in recorder.seen] == [decisions[2].label, "uncertain"]
+    assert recorder.seen[-1][0] == "g0"  # reported under the item's first frame
     runner.shutdown()
 
 
