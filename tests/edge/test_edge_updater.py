@@ -284,3 +284,83 @@ def test_poll_interval_has_jitter(tmp_path, edge_registry):
     delays = {round(updater.next_delay(), 3) for _ in range(20)}
     assert len(delays) > 1
     assert all(80 <= d <= 120 for d in delays)
+
+
+def test_a_running_service_swaps_models_between_frames(tmp_path, edge_registry, tiny_models):
+    """The service as systemd runs it: the alias moves while it classifies a watched folder;
+    frames before the swap are v1's, frames after are v2's, none is lost."""
+    import time
+
+    from edge.telemetry import TelemetryQueue
+    from tests.edge.test_edge_runner import ALL_SAMPLES
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    state = tmp_path / "state"
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"device_id: bin-2\nstate_dir: {state}\n"
+        f"model:\n  registry: {edge_registry.uri}\n  num_threads: 1\n"
+        "  poll_interval_s: 0.2\n  poll_jitter: 0\n"
+        f"source:\n  kind: folder\n  path: {inbox}\n  poll_s: 0.05\n"
+        "actuators: []\n"
+    )
+
+    def queued() -> list[dict]:
+        queue = TelemetryQueue(state / "telemetry.sqlite", device_id="x")
+        try:
+            return queue.pending()
+        finally:
+            queue.close()
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + EDGE_TIMEOUT
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for((state / "health.json").exists, "the service to start")
+        for i, path in enumerate(ALL_SAMPLES[:3]):
+            (inbox / f"a{i}.jpg").write_bytes(path.read_bytes())
+        wait_for(lambda: len(queued()) == 3, "three decisions by v1")
+        publish(
+            edge_registry,
+            tiny_models / "tiny_float.tflite",
+            "v2",
+            float_model=True,
+            aliases=["production"],
+        )
+        models = state / "models" / "state.json"
+        wait_for(
+            lambda: json.loads(models.read_text())["current"]["entry"]["version"] == "v2",
+            "v2 to be installed",
+        )
+        time.sleep(1.0)  # the swap happens at the next tick of the loop (every 0.05 s idle)
+        for i, path in enumerate(ALL_SAMPLES[3:6]):
+            (inbox / f"b{i}.jpg").write_bytes(path.read_bytes())
+        wait_for(lambda: len(queued()) == 6, "three decisions by v2")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=EDGE_TIMEOUT)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, stderr
+    assert "now serving v2 (was v1; update)" in stderr
+    events = queued()
+    assert [e["model_version"] for e in events] == ["v1"] * 3 + ["v2"] * 3
+    assert [e["source"] for e in events] == [
+        "a0.jpg",
+        "a1.jpg",
+        "a2.jpg",
+        "b0.jpg",
+        "b1.jpg",
+        "b2.jpg",
+    ]
