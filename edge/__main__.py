@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, **_overrides(args))
+        key = config.model.public_key
+        if key is not None and args.command != "status" and not key.is_file():
+            raise ConfigError(f"model.public_key: {key} is not a readable file")
     except ConfigError as exc:
         print(f"edge: config error: {exc}", file=sys.stderr)
         return 2

@@ -398,3 +398,11 @@ def test_status_prints_the_last_heartbeat(tmp_path, edge_registry):
     assert run.returncode == 0, run.stderr
     status = run_cli("status", "--state-dir", str(state))
     assert json.loads(status.stdout)["model"]["serving"] == "v1"
+
+
+def test_a_missing_public_key_file_is_a_config_error(tmp_path):
+    path = tmp_path / "edge.yaml"
+    path.write_text(f"model:\n  public_key: {tmp_path / 'nope.pub'}\n")
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 2
+    assert "model.public_key" in result.stderr and "Traceback" not in result.stderr
