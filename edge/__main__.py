@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.config import ConfigError, load_config
+from edge.config import ConfigError, EdgeConfig, load_config
 from edge.sources import SourceError, parse_source
 
 
@@ -75,13 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         print(config.model_dump_json(indent=2))
         return 0
     if args.command == "status":
-        path = Path(config.state_dir) / "health.json"
-        if not path.exists():
-            print(f"edge: no heartbeat yet at {path}", file=sys.stderr)
-            return 1
-        print(path.read_text(), end="")
-        return 0
+        return _status(config)
+    return _run(config, args)
 
+
+def _status(config: EdgeConfig) -> int:
+    path = Path(config.state_dir) / "health.json"
+    if not path.exists():
+        print(f"edge: no heartbeat yet at {path}", file=sys.stderr)
+        return 1
+    print(path.read_text(), end="")
+    return 0
+
+
+def _run(config: EdgeConfig, args: argparse.Namespace) -> int:
     from edge.runner import build_runner  # noqa: PLC0415  (the runtime loads only to run)
     from wastesort.errors import WastesortError  # noqa: PLC0415
 
@@ -89,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         runner = build_runner(config, once=args.once, console=True if args.json else None)
     except (SourceError, WastesortError) as exc:
         print(f"edge: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # e.g. no AWS credentials for an s3:// registry
+        logging.getLogger("edge").debug("start failed", exc_info=True)
+        print(f"edge: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     runner.install_signal_handlers()
     stats = runner.run()
