@@ -277,19 +277,21 @@ class S3Sink:
         self.prefix = prefix.strip("/")
         self.uri = uri
         self._client = client
+        self._client_lock = threading.Lock()  # the uploader and the heartbeat share it
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import boto3  # noqa: PLC0415
-            from botocore.config import Config  # noqa: PLC0415
+        with self._client_lock:
+            if self._client is None:
+                import boto3  # noqa: PLC0415
+                from botocore.config import Config  # noqa: PLC0415
 
-            # Short timeouts and no SDK retries: the uploader owns backoff.
-            self._client = boto3.client(
-                "s3",
-                config=Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 1}),
-            )
-        return self._client
+                # Short timeouts and no SDK retries: the uploader owns backoff.
+                self._client = boto3.client(
+                    "s3",
+                    config=Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 1}),
+                )
+            return self._client
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
