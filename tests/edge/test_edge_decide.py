@@ -190,3 +190,73 @@ def test_flush_ends_an_undecided_item_as_uncertain():
     assert decision.frames == 2
     assert decision.confidence == 0.9
     assert debouncer.flush("v1") is None  # and it is over
+
+
+def test_camera_backends_through_their_optional_modules(monkeypatch):
+    """picamera2 and OpenCV are optional extras not installed here: stand-ins with their
+    APIs check the wiring (auto order, colour order, a camera that will not open)."""
+    import sys
+    import types
+
+    from edge.sources import open_camera
+
+    bgr = np.zeros((2, 2, 3), np.uint8)
+    bgr[..., 0] = 255  # blue in BGR order
+
+    class Capture:
+        opened = True
+
+        def __init__(self, index):
+            self.index = index
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return Capture.opened
+
+        def set(self, *_):
+            return True
+
+        def read(self):
+            return True, bgr
+
+        def release(self):
+            pass
+
+    cv2 = types.SimpleNamespace(
+        VideoCapture=Capture,
+        CAP_PROP_FRAME_WIDTH=3,
+        CAP_PROP_FRAME_HEIGHT=4,
+        COLOR_BGR2RGB=4,
+        cvtColor=lambda frame, _code: frame[..., ::-1],
+    )
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails: auto falls back
+    camera = open_camera(SourceConfig(kind="camera"))
+    assert camera.capture()[0, 0].tolist() == [0, 0, 255]  # RGB: blue is last
+    Capture.opened = False
+    with pytest.raises(SourceError, match="cannot open camera 0"):
+        open_camera(SourceConfig(kind="camera", camera="opencv"))
+
+    class Picamera2:
+        def create_still_configuration(self, main):
+            return main
+
+        def configure(self, config):
+            self.size = config["size"]
+
+        def start(self):
+            pass
+
+        def capture_array(self):
+            return bgr
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Picamera2))
+    camera = open_camera(SourceConfig(kind="camera", width=320, height=240))
+    assert camera._cam.size == (320, 240)
+    assert camera.capture()[0, 0].tolist() == [0, 0, 255]
+    camera.close()
