@@ -406,3 +406,59 @@ def test_a_missing_public_key_file_is_a_config_error(tmp_path):
     result = run_cli("check", "--config", str(path))
     assert result.returncode == 2
     assert "model.public_key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_webhook_and_mqtt_actuators(tmp_path):
+    import httpx
+
+    from edge.actuators import ActuatorError, WebhookActuator, build_actuators
+    from edge.config import MqttActuatorConfig, WebhookActuatorConfig
+
+    posted = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(204 if len(posted) == 1 else 500)
+
+    webhook = WebhookActuator(WebhookActuatorConfig(url="https://bins.example/hook"))
+    webhook.client = httpx.Client(transport=httpx.MockTransport(answer))
+    decision = Decision("glass", 0.9, 3, "v1", {"glass": 0.9})
+    webhook.act(decision, {"device_id": "bin-1", "source": "f1", "latency_ms": 12.5})
+    assert posted[0]["decision"] == "glass" and posted[0]["device_id"] == "bin-1"
+    with pytest.raises(httpx.HTTPStatusError):  # the runner logs it and carries on
+        webhook.act(decision, {})
+    webhook.close()
+
+    try:
+        import paho.mqtt  # noqa: F401
+    except ImportError:
+        with pytest.raises(ActuatorError, match="pip install 'paho-mqtt"):
+            build_actuators([MqttActuatorConfig(host="broker.local")], device_id="bin-1")
+
+
+def test_a_failing_actuator_or_telemetry_never_stops_the_bin(tmp_path, edge_registry):
+    import sqlite3
+
+    class Broken:
+        name = "broken"
+
+        def act(self, decision, context):
+            raise OSError("servo jammed")
+
+        def close(self):
+            pass
+
+    config = edge_config(tmp_path, edge_registry, actuators=[])
+    runner = build_runner(config, once=True)
+    recorder = Recorder()
+    runner.actuators[:] = [Broken(), recorder]
+
+    def full_disk(event):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    runner.queue.record = full_disk
+    stats = runner.run()
+    assert stats.decisions == len(ALL_SAMPLES) == len(recorder.seen)  # the next actuator ran
+    assert stats.telemetry_errors == len(ALL_SAMPLES)
+    health = json.loads((tmp_path / "state" / "health.json").read_text())
+    assert "servo jammed" in health["last_error"] or "disk is full" in health["last_error"]
