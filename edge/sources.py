@@ -66,16 +66,24 @@ class FolderSource:
         self._sizes: dict[Path, int] = {}
 
     def _ready(self) -> list[Path]:
-        found = sorted(
-            (p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES),
-            key=lambda p: (p.stat().st_mtime, str(p)) if self.watch else str(p),
-        )
+        found: dict[Path, tuple[float, int]] = {}
+        for path in self.path.rglob("*"):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                info = path.stat()
+            except OSError:  # gone since the listing
+                continue
+            found[path] = (info.st_mtime, info.st_size)
+        self._seen &= found.keys()  # forget removed files (and a file put back is new)
+        self._sizes = {p: size for p, size in self._sizes.items() if p in found}
+        order = sorted(found, key=lambda p: (found[p][0], str(p)) if self.watch else str(p))
         ready = []
-        for path in found:
+        for path in order:
             if path in self._seen:
                 continue
             if self.watch:
-                size = path.stat().st_size
+                size = found[path][1]
                 if self._sizes.get(path) != size:
                     self._sizes[path] = size
                     continue
