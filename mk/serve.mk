@@ -4,13 +4,17 @@
 HOST ?= 127.0.0.1
 PORT ?= 8000
 ARCH ?= arm64
+# A Python of the Lambda runtime's version compiles the package's .pyc (read-only /var/task:
+# without them every cold start compiles every module): python3.12 on PATH, or pyenv's.
+PYTHON312 ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null),\
+	$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)))
 .PHONY: serve package bench-serving
 
 serve: $(STAMP)  ## serve the API on the bundled model (uvicorn, http://127.0.0.1:8000/docs; MODEL_URI, PORT)
 	$(PY) -m uvicorn functions.api.app:app --host $(HOST) --port $(PORT)
 
 package: $(STAMP)  ## build the Lambda package build/lambda/api-arm64.zip without Docker (ARCH=x86_64 too)
-	$(PY) -m functions.api.package --arch $(ARCH)
+	$(PY) -m functions.api.package --arch $(ARCH) $(if $(PYTHON312),--compile-with $(PYTHON312))
 
 bench-serving: $(STAMP)  ## serving benchmarks: HTTP load vs Keras, cold start vs TensorFlow, package sizes
 	$(PY) -m bench.serving

@@ -11,15 +11,24 @@ to `build/lambda/<arch>.json`.
 
 What is pruned, and why it is safe (tests/api/test_api_package.py classifies with the pruned
 x86_64 package in a clean process to prove it):
-- boto3/botocore/s3transfer: the Lambda runtime has them.
+- boto3, botocore and their dependencies (s3transfer, jmespath, dateutil, six, urllib3): the
+  Lambda runtime has them.
 - ml_dtypes, protobuf, tqdm, flatbuffers: ai-edge-litert requires them for its converter and
   tools; the Interpreter never imports them. Powertools' features other than logging, metrics
   and tracing (`event_handler`, `utilities/*`).
 - ai-edge-litert: everything but the Interpreter (the WebGPU accelerator, the compiled-model
-  API, converter/analyzer/calibration wrappers, vendor plugins, AOT tools).
+  API and its protobufs, converter/analyzer/calibration wrappers, vendor plugins, AOT tools).
 - Pillow: the extension modules for AVIF, fonts, colour management, Tk, ImageMath/Morph, and
   the vendored libraries only they need (found from the ELF DT_NEEDED entries).
-- every `tests/`, `__pycache__`, `*.pyi`, C headers, numpy's f2py and pyinstaller hooks.
+- numpy's random, fft, polynomial and ma subpackages (lazily loaded, never used here), its
+  test-only extension modules, f2py and pyinstaller hooks.
+- every `tests/`, `__pycache__`, `*.pyi`, C headers.
+
+Bytecode: Lambda's /var/task is read-only, so without shipped `.pyc` every cold start compiles
+every module it imports (measured here: 3.8 s instead of 0.9 s to the first answer). The
+package is compiled (`unchecked-hash` .pyc, +18 MB) by a Python of the runtime's version: the
+running one when it matches, else `--compile-with /path/to/python3.12`; without one the build
+says so and ships sources only.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ REQUIREMENTS = (
     "aws-lambda-powertools",
     "aws-xray-sdk",  # Powertools' Tracer (the function has X-Ray tracing on)
 )
-IN_RUNTIME = ("boto3", "botocore", "s3transfer")
+IN_RUNTIME = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 UNUSED_DISTS = ("ml_dtypes", "protobuf", "tqdm", "flatbuffers")
 """ai-edge-litert's requirements for its converter and model tools; its Interpreter imports none."""
 POWERTOOLS_KEEP = {"__init__.py", "jmespath_utils", "typing"}
@@ -68,7 +77,8 @@ LITERT_KEEP = {
     "libpywrap_litert_common.so",
     "libLiteRt.so",
 }
-LITERT_DROP_DIRS = ("tools", "vendors", "aot")
+LITERT_KEEP_PY = {"__init__.py", "interpreter.py", "metrics_interface.py", "metrics_portable.py"}
+LITERT_DROP_DIRS = ("tools", "vendors", "aot", "tflite")
 PIL_DROP_MODULES = (
     "_avif",
     "_imagingcms",
@@ -79,6 +89,8 @@ PIL_DROP_MODULES = (
 )
 DROP_DIRS = ("tests", "test", "__pycache__", "include", "f2py", "_pyinstaller")
 NUMPY_TEST_MODULES = ("_simd", "_multiarray_tests", "_umath_tests", "_rational_tests")
+NUMPY_UNUSED = ("random", "fft", "polynomial", "ma")
+"""numpy subpackages `import numpy` does not load and nothing on the serving path imports."""
 DROP_SUFFIXES = (".pyi", ".pyc", ".pxd", ".h", ".c", ".cpp")
 
 
@@ -91,6 +103,7 @@ class Report:
     zip_bytes: int = 0
     directory: str = ""
     zip_path: str = ""
+    compiled: bool = False
     largest: dict[str, int] = field(default_factory=dict)
 
     def mb(self, key: str) -> float:
@@ -230,15 +243,44 @@ def _prune_generic(target: Path) -> None:
 def _prune_packages(target: Path) -> None:
     litert = target / "ai_edge_litert"
     drops = [p for p in litert.glob("*.so") if p.name not in LITERT_KEEP]
+    drops += [p for p in litert.glob("*.py") if p.name not in LITERT_KEEP_PY]
     drops += [litert / name for name in LITERT_DROP_DIRS]
     drops += [p for m in PIL_DROP_MODULES for p in (target / "PIL").glob(f"{m}.*so")]
     drops += [p for m in NUMPY_TEST_MODULES for p in (target / "numpy/_core").glob(f"{m}.*so")]
+    drops += [target / "numpy" / name for name in NUMPY_UNUSED]
     utilities = target / "aws_lambda_powertools" / "utilities"
     if utilities.exists():
         drops += [p for p in utilities.iterdir() if p.name not in POWERTOOLS_KEEP]
     drops.append(target / "aws_lambda_powertools" / "event_handler")
     for path in drops:
         _remove(path)
+
+
+def python_version_of(python: str) -> str:
+    code = "import sys; print('%d.%d' % sys.version_info[:2])"
+    result = subprocess.run(  # noqa: S603 - our argv
+        [python, "-c", code], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def compile_bytecode(target: Path, python: str) -> None:
+    """`.pyc` beside every module, valid without mtime checks (the zip may not keep them)."""
+    subprocess.run(  # noqa: S603 - our argv
+        [
+            python,
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            str(target),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def copy_sources(target: Path) -> None:
@@ -282,6 +324,7 @@ def build(
     wheels: Path | None = None,
     do_prune: bool = True,
     make_zip: bool = True,
+    compile_with: str | None = None,
 ) -> Report:
     """Build `out/<arch>/` (and `out/api-<arch>.zip`); returns the sizes.
 
@@ -292,6 +335,8 @@ def build(
         wheels: the wheel cache (default `build/wheels/<arch>-cp<version>`).
         do_prune: prune (False gives the unpruned package, for comparison).
         make_zip: also write the zip.
+        compile_with: a Python of `python_version` to compile `.pyc` with (default: this
+            one when its version matches; else no bytecode, with a warning).
     """
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {sorted(ARCHES)}")
@@ -306,6 +351,17 @@ def build(
     report.unpruned_bytes = size_of(target)
     if do_prune:
         prune(target)
+    local = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    python = compile_with or (sys.executable if local == python_version else None)
+    if python and python_version_of(python) == python_version:
+        compile_bytecode(target, python)
+        report.compiled = True
+    else:
+        print(
+            f"warning: no Python {python_version} to compile .pyc with (--compile-with); "
+            "the package ships sources only and every cold start compiles them",
+            file=sys.stderr,
+        )
     report.pruned_bytes = size_of(target)
     report.largest = largest(target)
     if make_zip:
@@ -323,13 +379,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python-version", default=PYTHON_VERSION)
     parser.add_argument("--out", type=Path, default=BUILD / "lambda")
     parser.add_argument("--no-prune", action="store_true", help="keep everything (to compare)")
+    parser.add_argument("--compile-with", help=f"a Python {PYTHON_VERSION} to compile .pyc with")
     args = parser.parse_args(argv)
     report = build(
-        args.arch, python_version=args.python_version, out=args.out, do_prune=not args.no_prune
+        args.arch,
+        python_version=args.python_version,
+        out=args.out,
+        do_prune=not args.no_prune,
+        compile_with=args.compile_with,
     )
     print(
         f"{report.directory}: {report.mb('pruned_bytes')} MB unzipped "
-        f"({report.mb('unpruned_bytes')} MB before pruning), "
+        f"({report.mb('unpruned_bytes')} MB before pruning; "
+        f"{'with' if report.compiled else 'no'} .pyc), "
         f"{report.zip_path}: {report.mb('zip_bytes')} MB"
     )
     for name, size in report.largest.items():
