@@ -1,0 +1,146 @@
+"""docs/api.md cannot rot: its curl lines, the Python and JavaScript client files run against
+the app served by uvicorn on loopback, and every problem type and setting it must list is
+listed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from functions.api.app import create_app
+from functions.api.problems import KINDS, type_uri
+from functions.api.settings import Settings
+from tests.api.conftest import make_settings
+from tests.conftest import ROOT
+
+DOC = (ROOT / "docs" / "api.md").read_text()
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+@pytest.fixture(scope="module")
+def live_url(api_registry: Path) -> Iterator[str]:
+    """The app under uvicorn on 127.0.0.1, loading the model in its lifespan like `make serve`."""
+    settings = make_settings(model_uri=str(api_registry))
+    app = create_app(settings)  # load_on_startup: the lifespan loads MODEL_URI
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_health_and_docs_over_real_http(live_url: str):
+    with httpx.Client(base_url=live_url) as http:
+        health = http.get("/health")
+        assert health.status_code == 200 and health.json()["model_version"] == "tiny-1"
+        assert "swagger" in http.get("/docs").text.lower()
+        assert http.get("/openapi.json").json()["info"]["title"] == "wastesort"
+
+
+def test_python_client_example(live_url: str):
+    client_module = load_module(EXAMPLES / "client.py")
+    glass = ROOT / "samples/glass/glass6.jpg"
+    with httpx.Client(base_url=live_url) as http:
+        answer = client_module.classify(http, glass, top_k=2)
+        assert answer["model_version"] == "tiny-1" and len(answer["all_confidences"]) == 2
+        results = client_module.classify_batch(http, [glass, ROOT / "samples/metal/metal6.jpg"])
+        assert [r["status"] for r in results] == [200, 200]
+        bad = ROOT / "samples/LICENSE"
+        with pytest.raises(client_module.ProblemError) as caught:
+            client_module.classify(http, bad)
+        assert caught.value.problem["type"].endswith("/not-an-image")
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "client.py"),
+            "--url",
+            live_url,
+            "--batch",
+            "samples/glass/glass6.jpg",
+            "samples/paper/paper8.jpg",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["status"] for line in lines] == [200, 200]
+
+
+def curl_lines() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", DOC, flags=re.DOTALL)
+    return [line for block in blocks for line in block.splitlines() if line.startswith("curl ")]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_examples(live_url: str):
+    lines = curl_lines()
+    assert len(lines) >= 3
+    for line in lines:
+        run = subprocess.run(
+            ["bash", "-c", line],
+            cwd=ROOT,
+            env={**os.environ, "API": live_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 0, (line, run.stdout, run.stderr)
+        assert "model_version" in json.loads(run.stdout) or "results" in json.loads(run.stdout)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_javascript_client_example(live_url: str):
+    run = subprocess.run(
+        ["node", str(EXAMPLES / "client.mjs"), live_url, "samples/glass/glass6.jpg"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["model_version"] == "tiny-1"
+
+
+def test_every_problem_type_is_documented():
+    for kind in KINDS:
+        assert f"`{type_uri(kind)}`" in DOC, kind
+
+
+def test_every_setting_is_documented():
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[0] if alias is not None else f"API_{name.upper()}"
+        assert env in DOC, env
