@@ -41,9 +41,11 @@ class ModelConfig(_Section):
     """Each wait is `poll_interval_s * (1 ± poll_jitter)`, so a fleet does not poll in step."""
     self_test: bool = True
     """Replay the version's golden set before switching to it."""
-    golden_tolerance: float = Field(default=0.05, ge=0, le=1)
-    """How far a golden image's scores may drift from the published ones (another runtime
-    or CPU may round differently); the expected class must always match."""
+    golden_tolerance: float = Field(default=0.1, ge=0, le=1)
+    """How far a golden image's scores may drift from the published ones. Runtimes round
+    int8 differently: tflite-runtime 2.14 vs ai-edge-litert 2.3 moved scores by up to 0.086
+    on unsure images of the Lite0 model (docs/edge.md). The expected class must match
+    unless the published score itself was below the uncertain threshold."""
     rollback_after_errors: int = Field(default=3, ge=1)
     """Consecutive frames a new model may fail on before the runner goes back to the last
     known good one."""

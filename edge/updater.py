@@ -244,7 +244,11 @@ class Updater:
                 got = classifier.predict(data)
             except ImageError as exc:
                 raise SelfTestError(f"golden image {item.image.path}: {exc}") from exc
-            if got.predicted_class != item.expected_class:
+            published = item.scores.get(item.expected_class)
+            borderline = published is not None and published < entry.uncertain_threshold
+            # A golden image the model itself was unsure of may tip to another class on
+            # another runtime's rounding; its scores are still checked below.
+            if got.predicted_class != item.expected_class and not borderline:
                 raise SelfTestError(
                     f"model {entry.version} says {got.predicted_class!r} for golden image "
                     f"{item.image.path}, expected {item.expected_class!r}"

@@ -364,3 +364,34 @@ def test_a_running_service_swaps_models_between_frames(tmp_path, edge_registry, 
         "b1.jpg",
         "b2.jpg",
     ]
+
+
+def test_self_test_checks_class_only_where_the_model_was_sure(tmp_path, tiny_int8):
+    """A golden image published below the uncertain threshold may tip to another class on
+    another runtime; its scores must still be close. A sure one must keep its class."""
+    from tests.conftest import tiny_fields
+    from tests.edge.conftest import golden_for
+    from wastesort.registry import GoldenSample
+
+    registry = Registry.from_uri(tmp_path / "reg", cache_dir=tmp_path / "pc")
+    real = golden_for(tiny_int8, tiny_fields())[0]
+    other = next(label for label in real.scores if label != real.expected_class)
+    unsure = GoldenSample("unsure.jpg", real.data, other, real.scores)  # class "wrong"
+    registry.publish(
+        tiny_int8,
+        version="v1",
+        golden=[unsure],
+        aliases=["production"],
+        **tiny_fields(uncertain_threshold=0.99),  # every tiny score is below it
+    )
+    assert make_updater(tmp_path / "a", registry.uri).start().version == "v1"
+
+    drifted = GoldenSample(
+        "drift.jpg", real.data, real.expected_class, dict.fromkeys(real.scores, 0.0)
+    )
+    registry.publish(
+        tiny_int8, version="v2", golden=[drifted], aliases=["production"], **tiny_fields()
+    )
+    updater = make_updater(tmp_path / "a", registry.uri)
+    assert updater.check() is None
+    assert "published 0.0000" in updater.last_error
