@@ -550,12 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="registry URI of the TFLite model (default: stand-in)")
     parser.add_argument("--keras", type=Path, help="the same model as .keras (with --model)")
     parser.add_argument("--quick", action="store_true", help="1 repetition, 3 s per cell")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each HTTP cell")
     parser.add_argument("--skip", nargs="*", default=[], choices=["http", "cold", "package"])
     args = parser.parse_args(argv or [])
     if bool(args.model) != bool(args.keras):
         parser.error("--model and --keras go together (the same model in both forms)")
     model_uri, keras_path = (args.model, args.keras) if args.model else ensure_standin()
-    reps, seconds = (1, 3.0) if args.quick else (3, 6.0)
+    reps, seconds = (1, 3.0) if args.quick else (args.reps, 6.0)
     body = test_jpeg()
     WORK.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
