@@ -327,6 +327,7 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
         "agreement_int8_float": round(gate.agreement, 4),
         "uncertain": {k: v for k, v in uncertain.items() if k != "tradeoff_val"},
         "integer_only": variants["int8"].integer_only,
+        "gate": summary["gate"],
     }
     summary["manifest_metrics"] = manifest_metrics
     write_report(run_dir, summary, labels)

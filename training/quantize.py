@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from training.config import GateConfig, QuantizeConfig
 
@@ -62,16 +62,18 @@ def export_saved_model(model: keras.Model, directory: Path) -> Path:
 
 
 def representative(pixels: np.ndarray, count: int, seed: int) -> Any:
-    """Calibration images from the training split; the first is a 0/255 frame so the input
-    range is exactly [0, 255] (scale 1, zero point 0) whatever the photos hold."""
+    """Calibration images from the training split. The first has one pixel set to 0 and one
+    to 255 so the input range is exactly [0, 255] (scale 1, zero point 0) whatever the photos
+    hold, without an artificial frame widening the ranges deeper in the network."""
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(pixels), size=min(count, len(pixels)), replace=False)
 
     def gen() -> Iterator[list[np.ndarray]]:
-        extremes = np.zeros((1, *pixels.shape[1:]), np.float32)
-        extremes[:, ::2] = 255.0
-        yield [extremes]
-        for i in chosen:
+        first = pixels[chosen[0] : chosen[0] + 1].astype(np.float32)
+        first[0, 0, 0] = 0.0
+        first[0, 0, 1] = 255.0
+        yield [first]
+        for i in chosen[1:]:
             yield [pixels[i : i + 1].astype(np.float32)]
 
     return gen
@@ -107,7 +109,11 @@ def _io(detail: dict[str, Any]) -> dict[str, Any]:
 
 def inspect(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """(input, output, ops that touch float tensors) of a `.tflite` file."""
-    interp = Interpreter(model_path=str(path))
+    # No default delegates: XNNPACK would fold the graph into one DELEGATE op.
+    interp = Interpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
     interp.allocate_tensors()
     tensors = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
     float_ops = []
