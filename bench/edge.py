@@ -33,6 +33,7 @@ from typing import Any
 
 from wastesort import Classifier
 from wastesort.classifier import default_model_uri
+from wastesort.errors import WastesortError
 from wastesort.runtime import default_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -276,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="`edge run` processes")
     parser.add_argument("--threads", type=int, default=default_threads())
     args = parser.parse_args(argv if argv is not None else [])
-    result = measure(args, args.model or default_model_uri())
+    model = args.model or default_model_uri()
+    try:
+        Classifier.load(model)
+    except WastesortError as exc:
+        print(f"bench edge: no model to measure ({exc}); pass --model URI")
+        return 1
+    result = measure(args, model)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "edge.json").write_text(json.dumps(result, indent=2) + "\n")
     report(result, args.threads)
