@@ -228,3 +228,36 @@ def test_init_survives_a_model_that_cannot_load(tmp_path: Path):
     assert out["status"] == 503
     assert out["body"]["type"] == PROBLEM_BASE + "model-unavailable"
     assert "manifest.json is missing" in out["body"]["detail"]
+
+
+TRACE_ID = "Root=1-6741f0aa-1a2b3c4d5e6f7a8b9c0d1e2f;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+def test_with_xray_tracing_on_as_in_lambda(api_registry: Path, tmp_path: Path):
+    """On Lambda (AWS_LAMBDA_FUNCTION_NAME set) the Tracer is active; requests still work.
+    Segments go by UDP to the X-Ray daemon address, pointed at loopback here."""
+    event = gateway_event(
+        "v2", "POST", "/predict", body=sample_bytes("glass"), content_type="image/jpeg"
+    )
+    out = run_python(
+        """
+        from functions.api import observability
+        from functions.api.handler import handler
+        response = handler(EVENT, None)
+        active = observability.tracer()
+        print(json.dumps({"status": response["statusCode"],
+                          "tracer": type(active).__name__, "disabled": active.disabled}))
+        """,
+        {
+            "MODEL_URI": str(api_registry),
+            "WASTESORT_CACHE_DIR": str(tmp_path / "cache"),
+            "AWS_LAMBDA_FUNCTION_NAME": "wastesort-api",
+            "LAMBDA_TASK_ROOT": str(tmp_path),
+            "_X_AMZN_TRACE_ID": TRACE_ID,
+            "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+            "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+        },
+        event,
+        tmp_path,
+    )
+    assert out == {"status": 200, "tracer": "Tracer", "disabled": False}
