@@ -39,6 +39,7 @@ PUBLIC_IP = "93.184.216.34"
 DNS = {
     "images.example.com": [PUBLIC_IP],
     "cdn.images.example.com": [PUBLIC_IP, "2606:2800:220:1:248:1893:25c8:1946"],
+    "v6.images.example.com": ["2606:2800:220:1:248:1893:25c8:1946"],
     "evil.example.com": ["127.0.0.1"],
     "sneaky.example.com": [PUBLIC_IP, "10.0.0.7"],  # one bad answer is enough to refuse
     "mapped.example.com": ["::ffff:169.254.169.254"],

@@ -45,6 +45,13 @@ def test_wildcard_subdomain_and_ipv6(client: TestClient, upstream):
         "/predict", json={"image_url": "https://cdn.images.example.com/bottle.png"}
     )
     assert response.status_code == 200, response.text
+    response = client.post(
+        "/predict", json={"image_url": "https://v6.images.example.com/bottle.jpg"}
+    )
+    assert response.status_code == 200, response.text
+    sent = upstream.requests[-1]
+    assert sent.url.host == "2606:2800:220:1:248:1893:25c8:1946"
+    assert sent.headers["host"] == "v6.images.example.com"
 
 
 @pytest.mark.parametrize(
