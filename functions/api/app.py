@@ -488,7 +488,7 @@ def _add_status(app: FastAPI, state: ModelState) -> None:
 
 
 def _add_error_handlers(app: FastAPI, state: ModelState) -> None:
-    def respond(request: Request, problem: Problem) -> Any:
+    def respond(request: Request, problem: Problem, headers: dict[str, str] | None = None) -> Any:
         request_id = getattr(request.state, "request_id", None)
         log = obs.logger.warning if problem.status < 500 else obs.logger.error
         log(
@@ -506,7 +506,8 @@ def _add_error_handlers(app: FastAPI, state: ModelState) -> None:
             obs.record_failure(state.version, problem.kind)
         elif problem.kind not in ("not-found", "method-not-allowed"):
             obs.record_rejected(state.version, problem.kind)
-        headers = {"Retry-After": "5"} if problem.kind == "model-unavailable" else None
+        if problem.kind == "model-unavailable":
+            headers = {**(headers or {}), "Retry-After": "5"}
         return problem_response(
             problem, instance=request.url.path, request_id=request_id, headers=headers
         )
@@ -530,7 +531,7 @@ def _add_error_handlers(app: FastAPI, state: ModelState) -> None:
         kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
             exc.status_code, "malformed-request" if exc.status_code < 500 else "internal-error"
         )
-        return respond(request, Problem(kind, str(exc.detail)))
+        return respond(request, Problem(kind, str(exc.detail)), headers=exc.headers)
 
 
 app = create_app()

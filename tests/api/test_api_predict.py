@@ -243,6 +243,10 @@ def test_bad_input_is_a_4xx_problem(client: TestClient, make_request, status, ki
     assert_problem(make_request(client, images), status, kind)
 
 
+def test_405_says_what_is_allowed(client: TestClient):
+    assert client.get("/predict").headers["allow"] == "POST"
+
+
 def test_oversized_body_with_and_without_content_length(make_client, jpeg: bytes):
     client = make_client(max_body_bytes=64 * 1024)
     big = jpeg + b"\0" * (64 * 1024)
