@@ -203,10 +203,20 @@ def _request_id(scope: Scope) -> str:
     return str(uuid.uuid4())
 
 
+def _stage_prefix(scope: Scope) -> str | None:
+    """`/<stage>` when API Gateway (REST) is reached at its stage URL, for the docs' links."""
+    context = (scope.get("aws.event") or {}).get("requestContext") or {}
+    stage, full_path = context.get("stage"), context.get("path")
+    if stage and stage != "$default" and str(full_path or "").startswith(f"/{stage}/"):
+        return f"/{stage}"
+    return None
+
+
 class RequestContext:
     """Gives every request an id (API Gateway's, Lambda's, the caller's X-Request-Id, or a
-    new one), echoes it as X-Request-Id, and turns anything unexpected into a 500 problem
-    with no traceback in the body (the traceback goes to the log, with the id)."""
+    new one), echoes it as X-Request-Id, sets the root path behind an API Gateway stage, and
+    turns anything unexpected into a 500 problem with no traceback in the body (the traceback
+    goes to the log, with the id)."""
 
     def __init__(self, app: ASGIApp, state: ModelState) -> None:
         self.app = app
@@ -218,6 +228,9 @@ class RequestContext:
             return
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        stage = _stage_prefix(scope)
+        if stage and not scope.get("root_path"):
+            scope["root_path"] = stage  # /docs then loads /<stage>/openapi.json
         started = False
 
         async def send_with_id(message: Message) -> None:

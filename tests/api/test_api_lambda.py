@@ -169,6 +169,17 @@ def test_health_and_info(lambda_module, version: str):
     assert status == 200 and info["labels"] == tiny_fields()["labels"]
 
 
+def test_docs_behind_a_rest_api_stage(lambda_module):
+    """At https://.../prod/docs the UI must load /prod/openapi.json, not /openapi.json."""
+    status, _, _ = call(lambda_module, gateway_event("v1", "GET", "/openapi.json"))
+    assert status == 200
+    response = lambda_module.handler(gateway_event("v1", "GET", "/docs"), FakeContext())
+    assert response["statusCode"] == 200
+    assert "'/prod/openapi.json'" in response["body"] or '"/prod/openapi.json"' in response["body"]
+    response = lambda_module.handler(gateway_event("v2", "GET", "/docs"), FakeContext())
+    assert "/openapi.json" in response["body"] and "/prod/" not in response["body"]
+
+
 def test_the_pre_traffic_hooks_events_are_understood(lambda_module):
     """The deploy hook replays golden images with its own v1 events: keep that contract."""
     status, health, _ = call(lambda_module, api_event("GET", "/health"))
