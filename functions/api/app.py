@@ -110,6 +110,72 @@ PREDICTION_EXAMPLE = {
     "request_id": EXAMPLE_ID,
 }
 
+BATCH_EXAMPLE = {
+    "results": [
+        {
+            "index": 0,
+            "status": 200,
+            **{
+                k: PREDICTION_EXAMPLE[k]
+                for k in ("predicted_class", "confidence", "all_confidences", "decision")
+            },
+            "problem": None,
+        },
+        {
+            "index": 1,
+            "status": 400,
+            "predicted_class": None,
+            "confidence": None,
+            "all_confidences": None,
+            "decision": None,
+            "problem": {
+                "type": "https://wastesort.dev/problems/corrupt-image",
+                "title": "The image is corrupt or truncated",
+                "status": 400,
+                "detail": "the image data is corrupt or truncated",
+                "instance": "/predict/batch#1",
+            },
+        },
+    ],
+    "succeeded": 1,
+    "failed": 1,
+    "model_version": "v20261123-abc123",
+    "latency_ms": 23.4,
+    "request_id": EXAMPLE_ID,
+}
+HEALTH_EXAMPLE = {
+    "status": "ok",
+    "model_version": "v20261123-abc123",
+    "sha256": "4e2639510a32780450f88175b1dcc7f0bd5f376f5f27765c540945218118de1e",
+    "runtime": {"name": "ai-edge-litert", "version": "2.3.0", "num_threads": 2, "delegate": None},
+    "uptime_s": 42.5,
+    "load_ms": 231.0,
+}
+INFO_EXAMPLE = {
+    "version": "v20261123-abc123",
+    "labels": ["cardboard", "glass", "metal", "paper", "plastic", "trash"],
+    "input": {
+        "height": 256,
+        "width": 192,
+        "channels": 3,
+        "dtype": "uint8",
+        "scale": 1.0,
+        "zero_point": 0,
+        "resize": "squash",
+        "resample": "bilinear",
+    },
+    "metrics": {"accuracy": 0.93, "macro_f1": 0.92},
+    "created_at": "2026-11-23T19:30:00Z",
+    "temperature": 1.4,
+    "uncertain_threshold": 0.55,
+    "sha256": "4e2639510a32780450f88175b1dcc7f0bd5f376f5f27765c540945218118de1e",
+}
+
+
+def ok(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {"application/json": {"example": example}}}}
+
+
 IMAGE_PROBLEMS = (
     ("empty-image", "the image is empty (0 bytes)"),
     ("not-an-image", "the bytes are not a JPEG, PNG or WebP image"),
@@ -348,10 +414,7 @@ def _add_predict(app: FastAPI, state: ModelState, settings: Settings, fetcher: F
         "/predict",
         response_model=PredictResponse,
         summary="Classify one image",
-        responses={
-            200: {"content": {"application/json": {"example": PREDICTION_EXAMPLE}}},
-            **responses(*IMAGE_PROBLEMS),
-        },
+        responses=ok(PREDICTION_EXAMPLE) | responses(*IMAGE_PROBLEMS),
         openapi_extra=_request_body(batch=False, batch_max=settings.batch_max),
     )
     async def predict(request: Request) -> PredictResponse:
@@ -394,7 +457,8 @@ def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fet
         "/predict/batch",
         response_model=BatchResponse,
         summary="Classify several images; each bad one gets its own problem",
-        responses=responses(
+        responses=ok(BATCH_EXAMPLE)
+        | responses(
             ("too-many-images", f"at most {settings.batch_max} images"),
             ("payload-too-large", "the body is over 6,291,456 bytes"),
             ("unsupported-media-type", "a batch is multipart (`files`) or JSON (`images`)"),
@@ -481,7 +545,8 @@ def _add_status(app: FastAPI, state: ModelState) -> None:
         "/health",
         response_model=HealthResponse,
         summary="Liveness and readiness: 200 once the model is loaded, else 503 with why",
-        responses=responses(("model-unavailable", "s3://models/prod@v3: not found")),
+        responses=ok(HEALTH_EXAMPLE)
+        | responses(("model-unavailable", "s3://models/prod@v3: not found")),
     )
     async def health() -> dict[str, Any]:
         await ready()
@@ -490,7 +555,7 @@ def _add_status(app: FastAPI, state: ModelState) -> None:
     @app.get(
         "/model/info",
         summary="The serving version's manifest entry",
-        responses=responses(("model-unavailable", "the model is still loading")),
+        responses=ok(INFO_EXAMPLE) | responses(("model-unavailable", "the model is still loading")),
     )
     async def model_info() -> dict[str, Any]:
         clf = await ready()

@@ -383,4 +383,13 @@ def test_openapi_documents_every_endpoint_and_problem(client: TestClient):
     )
     for status in ("400", "413", "415", "422", "503", "500"):
         assert predict["responses"][status]["content"][MEDIA_TYPE]["examples"], status
+    for path, method in (
+        ("/predict", "post"),
+        ("/predict/batch", "post"),
+        ("/health", "get"),
+        ("/model/info", "get"),
+    ):
+        answers = spec["paths"][path][method]["responses"]
+        assert answers["200"]["content"]["application/json"]["example"], path
+        assert answers["503"]["content"][MEDIA_TYPE]["examples"], path
     assert client.get("/docs").status_code == 200
