@@ -27,7 +27,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -428,7 +427,7 @@ def cold_start(
 def package_sizes() -> dict[str, Any]:
     from functions.api import package
 
-    pruned = package.build("arm64", compile_with=python312())
+    pruned = package.build("arm64")
     pyc = sum(p.stat().st_size for p in Path(pruned.directory).rglob("*.pyc"))
     tf_target = WORK / "tf-package-arm64"
     package._remove(tf_target)
@@ -482,24 +481,6 @@ def package_sizes() -> dict[str, Any]:
         "tensorflow_arm64_mb": round(tf_bytes / 1e6, 1),
         "largest_mb": {k: round(v / 1e6, 1) for k, v in pruned.largest.items()},
     }
-
-
-def python312() -> str | None:
-    """A Python 3.12 to compile the package's .pyc with (PATH, else pyenv's), or None."""
-    candidates = [
-        shutil.which("python3.12"),
-        *sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")),
-    ]
-    for candidate in filter(None, candidates):
-        run = subprocess.run(
-            [str(candidate), "-c", "import sys; print(sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if run.returncode == 0 and run.stdout.strip() == "(3, 12)":
-            return str(candidate)
-    return None
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ x86_64 package in a clean process to prove it):
 
 Bytecode: Lambda's /var/task is read-only, so without shipped `.pyc` every cold start compiles
 every module it imports (measured here: 3.8 s instead of 0.9 s to the first answer). The
-package is compiled (`unchecked-hash` .pyc, +18 MB) by a Python of the runtime's version: the
-running one when it matches, else `--compile-with /path/to/python3.12`; without one the build
+package is compiled (`unchecked-hash` .pyc, +11 MB) by a Python of the runtime's version: the
+running one, `python3.12` on PATH or pyenv's, or `--compile-with PATH`; without one the build
 says so and ships sources only.
 """
 
@@ -264,6 +264,25 @@ def python_version_of(python: str) -> str:
     return result.stdout.strip()
 
 
+def find_python(version: str = PYTHON_VERSION) -> str | None:
+    """An interpreter of `version`: this one, `pythonX.Y` on PATH, or pyenv's; else None."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable
+    candidates = [
+        shutil.which(f"python{version}"),
+        *sorted(
+            str(p) for p in Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}")
+        ),
+    ]
+    for candidate in filter(None, candidates):
+        try:
+            if python_version_of(candidate) == version:
+                return candidate
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    return None
+
+
 def compile_bytecode(target: Path, python: str) -> None:
     """`.pyc` beside every module, valid without mtime checks (the zip may not keep them)."""
     subprocess.run(  # noqa: S603 - our argv
@@ -335,8 +354,8 @@ def build(
         wheels: the wheel cache (default `build/wheels/<arch>-cp<version>`).
         do_prune: prune (False gives the unpruned package, for comparison).
         make_zip: also write the zip.
-        compile_with: a Python of `python_version` to compile `.pyc` with (default: this
-            one when its version matches; else no bytecode, with a warning).
+        compile_with: a Python of `python_version` to compile `.pyc` with (default: found by
+            `find_python`; none found: no bytecode, with a warning).
     """
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {sorted(ARCHES)}")
@@ -351,8 +370,7 @@ def build(
     report.unpruned_bytes = size_of(target)
     if do_prune:
         prune(target)
-    local = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    python = compile_with or (sys.executable if local == python_version else None)
+    python = compile_with or find_python(python_version)
     if python and python_version_of(python) == python_version:
         compile_bytecode(target, python)
         report.compiled = True

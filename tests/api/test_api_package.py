@@ -1,8 +1,9 @@
 """The Lambda package: built the way `make package` builds it (pip --platform, pruned), then
 proven to classify in a clean process that sees nothing but the package (no venv, no site).
 
-The x86_64 variant is built for this machine's Python so it can run here; the wheels are
-cached in build/wheels/, so only the first run downloads them."""
+The x86_64 variant is built for Python 3.12 (the Lambda runtime) and run with it when this
+machine has one (pyenv's, say), else for this machine's Python; the wheels are cached in
+build/wheels/, so only the first run downloads them."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from functions.api.package import build
+from functions.api.package import PYTHON_VERSION, build, find_python
 from tests.api.conftest import gateway_event
 from tests.conftest import sample_bytes
 
 pytestmark = pytest.mark.slow
 
-LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+RUNTIME_PYTHON = find_python(PYTHON_VERSION)
+PYTHON = RUNTIME_PYTHON or sys._base_executable
+VERSION = PYTHON_VERSION if RUNTIME_PYTHON else f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 CHECK = """
 import json, sys
@@ -47,7 +50,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("lambda")
-    return build("x86_64", python_version=LOCAL_PYTHON, out=out)
+    return build("x86_64", python_version=VERSION, out=out)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_pruned_package_is_smaller_and_complete(package):
     ):
         assert not (root / gone).exists(), gone
     assert not list(root.rglob("*.pyi"))
-    tag = f"cpython-{LOCAL_PYTHON.replace('.', '')}"
+    tag = f"cpython-{VERSION.replace('.', '')}"
     assert (root / f"functions/api/__pycache__/handler.{tag}.pyc").exists()
     names = zipfile.ZipFile(package.zip_path).namelist()
     assert "functions/api/handler.py" in names and "functions/hooks/pre_traffic.py" in names
@@ -112,7 +115,7 @@ def test_pruned_package_classifies_in_a_clean_process(
         "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only on Lambda
     }
     result = subprocess.run(
-        [sys._base_executable, "-S", "-c", CHECK, str(events_file)],  # -S: no site-packages
+        [PYTHON, "-S", "-c", CHECK, str(events_file)],  # -S: no site-packages
         capture_output=True,
         text=True,
         cwd=tmp_path,
