@@ -393,3 +393,34 @@ def test_openapi_documents_every_endpoint_and_problem(client: TestClient):
         assert answers["200"]["content"]["application/json"]["example"], path
         assert answers["503"]["content"][MEDIA_TYPE]["examples"], path
     assert client.get("/docs").status_code == 200
+
+
+def test_api_answers_what_the_cli_answers(client: TestClient, api_registry):
+    """The DESIGN contract: `/predict` gives the CLI's fields, with the same values."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path = ROOT / "samples/paper/paper8.jpg"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wastesort",
+            "classify",
+            str(path),
+            "--model",
+            str(api_registry),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
+    cli = json.loads(run.stdout.strip().splitlines()[-1])
+    api = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/jpeg")})
+    body = api.json()
+    assert {k: body[k] for k in cli if k != "path"} == {k: v for k, v in cli.items() if k != "path"}
