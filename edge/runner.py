@@ -93,9 +93,11 @@ class Stats:
     bad_frames: int = 0
     telemetry_errors: int = 0
     started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None
+    """When the frame loop ended (shutdown's flush is not the loop's time)."""
 
     def summary(self) -> dict[str, Any]:
-        elapsed = time.perf_counter() - self.started
+        elapsed = (self.ended or time.perf_counter()) - self.started
         frames = max(1, self.frames)
         return {
             "frames": self.frames,
@@ -342,6 +344,7 @@ class Runner:
                 if self.stop.is_set():
                     break
         finally:
+            self.stats.ended = time.perf_counter()
             self.shutdown()
         return self.stats
 
