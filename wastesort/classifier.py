@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -87,6 +88,8 @@ class Classifier:
         self.runtime: RuntimeInfo = first.info
         self._check_io(first)
         self._pool.put(first)
+        self.load_timings: dict[str, float] = {}
+        """Where `load` spent its time (for cold-start logs)."""
 
     # --- construction ------------------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class Classifier:
         Raises:
             ModelError: unknown version, integrity or signature failure, unloadable model.
         """
+        started = time.perf_counter()
         base, ref = split_ref(str(uri or default_model_uri()))
         if base.endswith(".tflite"):
             content = _read_model(Path(base))
@@ -143,7 +147,13 @@ class Classifier:
         }
         if overrides:
             entry = entry.model_copy(update=overrides)
-        return cls(content, entry, delegate=delegate, **options)
+        fetched = time.perf_counter()
+        classifier = cls(content, entry, delegate=delegate, **options)
+        classifier.load_timings = {
+            "fetch_ms": round((fetched - started) * 1000, 1),  # resolve, download, verify
+            "build_ms": round((time.perf_counter() - fetched) * 1000, 1),  # interpreter
+        }
+        return classifier
 
     def _build(self) -> _Slot:
         delegates = None

@@ -24,11 +24,12 @@ EDGETPU_LIBRARY = {"linux": "libedgetpu.so.1", "darwin": "libedgetpu.1.dylib"}.g
     sys.platform, "edgetpu.dll"
 )
 
-# (name reported, module that holds Interpreter and load_delegate)
+# (name reported, module to import, attribute path to the module with Interpreter)
 _CANDIDATES = (
-    ("ai-edge-litert", "ai_edge_litert.interpreter"),
-    ("tflite-runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
+    ("ai-edge-litert", "ai_edge_litert.interpreter", ""),
+    ("tflite-runtime", "tflite_runtime.interpreter", ""),
+    # `tensorflow.lite` the package is TF's source tree; `tf.lite` the attribute is the API.
+    ("tensorflow", "tensorflow", "lite"),
 )
 
 
@@ -73,13 +74,13 @@ def backend(prefer: str | None = None) -> _Backend:
     prefer = prefer or os.environ.get("WASTESORT_RUNTIME") or None
     candidates = [c for c in _CANDIDATES if prefer in (None, c[0])]
     errors = []
-    for name, module_name in candidates:
+    for name, module_name, attribute in candidates:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
             continue
-        return _Backend(name, _version(name), module)
+        return _Backend(name, _version(name), getattr(module, attribute) if attribute else module)
     raise ModelError(
         "no TFLite runtime is installed; install ai-edge-litert (or tflite-runtime on a device). "
         + "; ".join(errors),

@@ -33,6 +33,7 @@ def test_predict_returns_the_contract_fields(clf: Classifier):
         "model_version",
     }
     assert p.model_version == "tiny-1"
+    assert set(clf.load_timings) == {"fetch_ms", "build_ms"}
     assert p.predicted_class in LABELS
     assert p.decision == p.predicted_class  # threshold 0
     assert sum(p.all_confidences.values()) == pytest.approx(1.0, abs=1e-4)
@@ -179,3 +180,15 @@ def test_missing_delegate_library_is_logged_not_noisy(tmp_path: Path, tiny_int8:
     assert result.stdout.split() == ["None", "tpu"]
     assert "Edge TPU delegate unavailable" in result.stderr
     assert "Exception ignored" not in result.stderr
+
+
+def test_tensorflow_lite_is_the_last_resort_runtime(registry_dir: Path):
+    result = _run(
+        "import os; os.environ['WASTESORT_RUNTIME'] = 'tensorflow'\n"
+        "import wastesort\n"
+        f"c = wastesort.Classifier.load({str(registry_dir)!r})\n"
+        f"p = c.predict(open({str(ALL_SAMPLES[0])!r}, 'rb').read())\n"
+        "print(c.runtime.name, p.model_version)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tensorflow", "tiny-1"]
