@@ -322,6 +322,9 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
     manifest_metrics = {
         "split": "test",
         "test_images": len(te),
+        # The served artifact's headline figures, where registry listings look first.
+        "accuracy": summary_metrics["int8"]["accuracy"],
+        "macro_f1": summary_metrics["int8"]["macro_f1"],
         "int8": summary_metrics["int8"],
         "float": summary_metrics["keras"],
         "agreement_int8_float": round(gate.agreement, 4),

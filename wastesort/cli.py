@@ -192,8 +192,8 @@ def _registry(args: argparse.Namespace) -> int:
                 "version": v.version,
                 "created_at": v.created_at.isoformat(),
                 "aliases": [a for a, s in manifest.aliases.items() if s.version == v.version],
-                "accuracy": v.metrics.get("accuracy"),
-                "macro_f1": v.metrics.get("macro_f1"),
+                "accuracy": _headline(v.metrics, "accuracy"),
+                "macro_f1": _headline(v.metrics, "macro_f1"),
                 "sha256": v.sha256,
             }
             for v in manifest.versions.values()
@@ -215,6 +215,15 @@ def _registry(args: argparse.Namespace) -> int:
         for alias, event in registry.history(args.alias)
     ]
     return _print_rows(rows, args.json)
+
+
+def _headline(metrics: dict[str, Any], key: str) -> Any:
+    """A served model's figure: top level, else under `int8` (entries published before the
+    top-level copy existed)."""
+    if key in metrics:
+        return metrics[key]
+    nested = metrics.get("int8")
+    return nested.get(key) if isinstance(nested, dict) else None
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> int:

@@ -113,6 +113,14 @@ def test_registry_commands(registry_dir: Path, tiny_int8: Path):
     assert bad.returncode == 2 and "unknown model version 'nope'" in bad.stderr
 
 
+def test_registry_list_of_the_bundled_model():
+    rows = json.loads(cli("registry", "--json", "list").stdout)
+    production = [r for r in rows if "production" in r["aliases"]]
+    assert len(production) == 1
+    assert 0.85 < production[0]["accuracy"] <= 1
+    assert 0.85 < production[0]["macro_f1"] <= 1
+
+
 def test_keygen_writes_a_usable_pair(tmp_path: Path):
     result = cli("registry", "keygen", str(tmp_path / "keys"))
     assert result.returncode == 0, result.stderr
