@@ -90,9 +90,17 @@ class ModelEntry(_Model):
     @field_validator("version")
     @classmethod
     def _valid_version(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("version ids use letters, digits, '.', '_' and '-' (max 128)")
+        if not _NAME.match(value) or ".." in value:
+            raise ValueError("version ids use letters, digits, '.', '_' and '-' (max 128), no '..'")
         return value
+
+    @classmethod
+    def check_version(cls, version: str) -> None:
+        """Raise ManifestError unless `version` is a valid version id."""
+        try:
+            cls._valid_version(version)
+        except ValueError as exc:
+            raise ManifestError(f"{version!r}: {exc}") from None
 
     @property
     def sha256(self) -> str:

@@ -239,3 +239,55 @@ def test_registry_uri_schemes(tmp_path: Path):
     assert isinstance(Registry.from_uri("https://models.example.com/fleet").store, HttpStore)
     with pytest.raises(RegistryError, match="https only"):
         Registry.from_uri("http://models.example.com/fleet")
+
+
+def test_http_registries_are_https_except_on_loopback():
+    from wastesort.registry.http import HttpStore
+
+    assert isinstance(Registry.from_uri("http://127.0.0.1:8080/fleet").store, HttpStore)
+    with pytest.raises(RegistryError, match="https only"):
+        Registry.from_uri("http://10.0.0.5/fleet")
+
+
+def test_https_registry_refuses_a_redirect_to_http(tmp_path: Path):
+    import httpx
+
+    from wastesort.registry.http import HttpStore
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"Location": "http://evil.example.com/manifest.json"})
+
+    store = HttpStore("https://models.example.com/fleet")
+    store._client = httpx.Client(  # the store's own hook, over a transport that opens nothing
+        transport=httpx.MockTransport(serve),
+        follow_redirects=True,
+        event_hooks=store.client.event_hooks,
+    )
+    with pytest.raises(RegistryError, match="https only"):
+        store.read_manifest()
+
+
+def test_s3_without_credentials_is_a_registry_error(monkeypatch, tmp_path: Path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = boto3.session.Session().client("s3", region_name="eu-west-1")
+    with pytest.raises(RegistryError, match="cannot read"):
+        Registry(S3Store("s3://wastesort-nowhere/p", client=client)).manifest()
+
+
+def test_golden_images_with_the_same_name_and_bad_version_ids(tmp_path: Path, tiny_int8: Path):
+    registry = Registry.from_uri(tmp_path / "reg")
+    golden = [
+        GoldenSample("glass/IMG_1.jpg", sample_bytes("glass"), "glass"),
+        GoldenSample("metal/IMG_1.jpg", sample_bytes("metal"), "metal"),
+    ]
+    publish(registry, tiny_int8, "v1", golden=golden)
+    items = registry.resolve("v1").golden_set
+    assert [registry.fetch_ref(i.image).read_bytes() for i in items] == [g.data for g in golden]
+    with pytest.raises(ManifestError, match="version ids"):
+        publish(registry, tiny_int8, "../escape")
+    assert not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in (tmp_path / "reg" / "artifacts").iterdir()) == ["v1"]

@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wastesort.errors import NotFoundError, RegistryError
 from wastesort.registry.store import MANIFEST, RegistryStore, etag_of
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_allowed_url(url: str) -> bool:
+    """https anywhere; plain http only to this machine (a local mirror, tests)."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)
+
+
+def _https_only(request: Any) -> None:
+    """Refuse any request, a redirect's included, that would leave https."""
+    if not is_allowed_url(str(request.url)):
+        raise RegistryError(f"refusing {request.url}: registries are read over https only")
 
 
 class HttpStore(RegistryStore):
@@ -26,7 +41,12 @@ class HttpStore(RegistryStore):
         if self._client is None:
             import httpx  # noqa: PLC0415  (only HTTP registries pay for httpx)
 
-            self._client = httpx.Client(timeout=self._timeout_s, follow_redirects=True)
+            # Redirects are followed only within https (see _https_only).
+            self._client = httpx.Client(
+                timeout=self._timeout_s,
+                follow_redirects=True,
+                event_hooks={"request": [_https_only]},
+            )
         return self._client
 
     def _url(self, key: str) -> str:

@@ -106,12 +106,12 @@ class Registry:
             from wastesort.registry.s3 import S3Store  # noqa: PLC0415
 
             return cls(S3Store(text), **kwargs)
-        if text.startswith("https://"):
-            from wastesort.registry.http import HttpStore  # noqa: PLC0415
+        if text.startswith(("https://", "http://")):
+            from wastesort.registry.http import HttpStore, is_allowed_url  # noqa: PLC0415
 
+            if not is_allowed_url(text):
+                raise RegistryError(f"{text}: registries are read over https only")
             return cls(HttpStore(text), **kwargs)
-        if text.startswith("http://"):
-            raise RegistryError(f"{text}: registries are read over https only")
         return cls(LocalStore(text.removeprefix("file://")), **kwargs)
 
     @property
@@ -247,6 +247,7 @@ class Registry:
         Raises:
             VersionExistsError: `version` is already published.
         """
+        ModelEntry.check_version(version)  # before anything is uploaded under its name
         current, _ = self._read()
         if version in current.versions:
             raise VersionExistsError(f"version {version!r} is already published in {self.uri}")
@@ -259,7 +260,10 @@ class Registry:
                 name: self._upload(f"{base}/{Path(path).name}", Path(path))
                 for name, path in (extra_files or {}).items()
             },
-            golden_set=[self._upload_golden(base, sample) for sample in golden],
+            golden_set=[
+                self._upload_golden(f"{base}/golden/{i:03d}-", sample)
+                for i, sample in enumerate(golden)
+            ],
             **fields,
         )
         if signing_key is not None:
@@ -278,11 +282,12 @@ class Registry:
         self.update(add)
         return entry
 
-    def _upload_golden(self, base: str, sample: GoldenSample) -> GoldenItem:
+    def _upload_golden(self, prefix: str, sample: GoldenSample) -> GoldenItem:
+        # Numbered: two classes' golden images may share a file name.
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(sample.name).name
             path.write_bytes(sample.data)
-            ref = self._upload(f"{base}/golden/{path.name}", path)
+            ref = self._upload(f"{prefix}{path.name}", path)
         return GoldenItem(image=ref, expected_class=sample.expected_class, scores=sample.scores)
 
     def promote(

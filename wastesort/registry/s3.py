@@ -42,18 +42,18 @@ class S3Store(RegistryStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def read_manifest(self) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(MANIFEST))
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _code(exc) in {"NoSuchKey", "404"}:
                 return None
             raise RegistryError(f"cannot read {self.uri}/{MANIFEST}: {exc}") from exc
         return response["Body"].read(), response["ETag"]
 
     def write_manifest(self, data: bytes, *, expected_etag: str | None) -> None:
-        from botocore.exceptions import ClientError  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         condition = {"IfMatch": expected_etag} if expected_etag else {"IfNoneMatch": "*"}
         try:
@@ -65,31 +65,31 @@ class S3Store(RegistryStore):
                 CacheControl="no-cache",
                 **condition,
             )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _code(exc) in _CONFLICT:
                 raise ConcurrentUpdateError("the manifest changed since it was read") from exc
             raise RegistryError(f"cannot write {self.uri}/{MANIFEST}: {exc}") from exc
 
     def put_new(self, key: str, source: Path) -> bool:
-        from botocore.exceptions import ClientError  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         try:
             with open(source, "rb") as body:
                 self.client.put_object(
                     Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*"
                 )
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _code(exc) in _CONFLICT:
                 return False
             raise RegistryError(f"cannot upload {key} to {self.uri}: {exc}") from exc
         return True
 
     def download(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         try:
             self.client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             if _code(exc) in {"NoSuchKey", "404"}:
                 raise NotFoundError(f"{key} is not in the registry at {self.uri}") from None
             raise RegistryError(f"cannot download {key} from {self.uri}: {exc}") from exc
