@@ -31,7 +31,7 @@ from edge.telemetry import TelemetryQueue, Uploader, open_sink
 from edge.updater import Updater, describe
 from wastesort.classifier import Classifier, Prediction
 from wastesort.errors import ImageError
-from wastesort.preprocess import load_image, resize
+from wastesort.preprocess import load_image, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class Runner:
         else:
             image = Image.fromarray(np.ascontiguousarray(frame.array, dtype=np.uint8))
         t1 = time.perf_counter()
-        array = np.asarray(resize(image, spec), dtype=np.uint8)
+        array = to_tensor(image, spec)
         t2 = time.perf_counter()
         prediction = clf.predict_arrays(array)[0]
         t3 = time.perf_counter()

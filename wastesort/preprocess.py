@@ -139,4 +139,9 @@ def preprocess(data: bytes, spec: InputSpec, *, max_pixels: int = DEFAULT_MAX_PI
         ImageError: a subclass with a stable `code` for every kind of bad input.
     """
     image = load_image(data, max_pixels=max_pixels, draft_size=(spec.width, spec.height))
+    return to_tensor(image, spec)
+
+
+def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """An upright RGB image (from `load_image`, or a camera frame) -> the model's uint8 array."""
     return np.asarray(resize(image, spec), dtype=np.uint8)
