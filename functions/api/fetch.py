@@ -176,7 +176,10 @@ class Fetcher:
                         )
                     data = await self._read(response)
                     content_type = response.headers.get("content-type")
-                    return Fetched(data, content_type, str(current))
+                    # No query or fragment: presigned URLs carry credentials there.
+                    return Fetched(
+                        data, content_type, str(current.copy_with(query=None, fragment=None))
+                    )
                 finally:
                     await response.aclose()
         raise AssertionError("unreachable")  # pragma: no cover

@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wastesort.classifier import default_model_uri
+from wastesort.preprocess import DEFAULT_MAX_PIXELS
 
 LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
 """API Gateway + Lambda refuse synchronous payloads above 6 MB; the API refuses them first."""
@@ -44,7 +45,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=LAMBDA_PAYLOAD_LIMIT, ge=1024)
     batch_max: int = Field(default=16, ge=1, le=256)
     default_top_k: int | None = Field(default=None, ge=1)
-    max_pixels: int = Field(default=40_000_000, ge=1)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
 
     url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Hosts (`images.example.com`, or `*.example.com` for subdomains) image URLs may name;

@@ -166,3 +166,14 @@ def test_host_allowed():
     assert not host_allowed("images.example.com", ["*.images.example.com"])
     assert not host_allowed("evilimages.example.com", ["*.images.example.com"])
     assert not host_allowed("anything", [])
+
+
+def test_the_fetched_url_keeps_no_query_or_fragment(no_network, upstream):
+    """The URL is logged; presigned URLs carry their credentials in the query string."""
+    fetcher = Fetcher(
+        ["images.example.com"], max_bytes=1 << 20, transport=httpx.MockTransport(upstream)
+    )
+    url = "https://images.example.com/bottle.jpg?X-Amz-Signature=secret&token=t#frag"
+    fetched = asyncio.run(fetcher.fetch(url))
+    assert fetched.url == "https://images.example.com/bottle.jpg"
+    assert upstream.requests[0].url.query == b"X-Amz-Signature=secret&token=t"  # still sent
