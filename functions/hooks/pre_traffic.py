@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wastesort.errors import IntegrityError
 from wastesort.manifest import Manifest, ModelEntry
+from wastesort.registry import verify_bytes
 
 ENV_MODEL_URI = "MODEL_URI"
 ENV_MODEL_SHA256 = "MODEL_SHA256"
@@ -113,8 +114,12 @@ def load_golden(s3: Any, model_uri: str) -> tuple[ModelEntry, list[GoldenCase]]:
     cases = []
     for item in entry.golden_set:
         data = s3.get_object(Bucket=bucket, Key=_key(prefix, item.image.path))["Body"].read()
-        if hashlib.sha256(data).hexdigest() != item.image.sha256:
-            raise HookError(f"golden image {item.image.path} does not match its sha256")
+        try:
+            verify_bytes(data, item.image)  # size and sha256, as every reader checks them
+        except IntegrityError as exc:
+            raise HookError(
+                f"golden image {item.image.path} does not match its sha256 and size ({exc})"
+            ) from None
         cases.append(GoldenCase(item.image.path, data, item.expected_class))
     return entry, cases
 
@@ -188,7 +193,7 @@ def verify(
         verdict.failures.append(
             f"/health serves model {health.get('model_version')!r}, expected {entry.version!r}"
         )
-    elif expected_sha256 and health.get("sha256") != expected_sha256:
+    elif expected_sha256 and health.get("sha256") != expected_sha256.lower():
         verdict.failures.append(f"/health sha256 {health.get('sha256')!r} != {expected_sha256}")
     if not cases:
         verdict.failures.append(f"model {entry.version} has no golden set to replay")
