@@ -347,7 +347,16 @@ class Updater:
         return pending
 
     def rollback(self, reason: str) -> Classifier | None:
-        """Go back to the last known good model (the current one failed at run time)."""
+        """Go back to the last known good model (the current one failed at run time).
+
+        With a verified update still pending (installed, not yet swapped in), the model that
+        failed is the one running, not the update: switch forward to the update instead.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._note(f"model failing ({reason}); switching to the verified {pending.version}")
+            return pending
         if self.previous is None:
             self._note(f"model failing ({reason}) and no earlier model to roll back to")
             return None

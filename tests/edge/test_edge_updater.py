@@ -193,7 +193,8 @@ def test_a_model_failing_at_run_time_is_rolled_back(tmp_path, edge_registry, tin
         float_model=True,
         aliases=["production"],
     )
-    runner._swap(updater.check(), "update")
+    assert updater.check() is not None
+    runner._swap(updater.take_pending(), "update")  # as the runner's loop does
     assert runner.classifier.version == "v2"
 
     def broken(*_: object, **__: object):
@@ -208,6 +209,26 @@ def test_a_model_failing_at_run_time_is_rolled_back(tmp_path, edge_registry, tin
     assert "rolled back from v2 to v1" in updater.last_error
     assert updater.check() is None  # v2 is not taken again
     runner.shutdown()
+
+
+def test_a_failing_model_with_a_verified_update_pending_switches_to_it(
+    tmp_path, edge_registry, tiny_models
+):
+    updater = make_updater(tmp_path / "state", edge_registry.uri)
+    assert updater.start().version == "v1"
+    publish(
+        edge_registry,
+        tiny_models / "tiny_float.tflite",
+        "v2",
+        float_model=True,
+        aliases=["production"],
+    )
+    assert updater.check() is not None  # v2 installed and pending; v1 still running
+    restored = updater.rollback("v1 failed on a frame")
+    assert restored is not None
+    assert restored.version == "v2"  # forward to the verified update, not back
+    assert "v2" not in updater.status()["rejected"]
+    assert updater.take_pending() is None
 
 
 CRASHING_UPDATER = """
