@@ -113,7 +113,7 @@ def test_a_right_golden_set_lets_the_version_take_traffic(registry: dict[str, st
 def test_a_wrong_golden_answer_fails_the_deployment(registry: dict[str, str]) -> None:
     result, _ = _run(f"{registry['root']}@tiny-bad", report="Failed")
     assert result["status"] == "Failed"
-    assert result["failures"][0].startswith("artifacts/tiny-bad/golden/glass.jpg: expected")
+    assert result["failures"][0].startswith("artifacts/tiny-bad/golden/000-glass.jpg: expected")
 
 
 def test_a_sha256_the_api_refuses_fails_the_deployment(registry: dict[str, str]) -> None:
