@@ -214,9 +214,7 @@ class Updater:
             verify(entry, self.config.public_key)
         variant = self._variant_for(entry)
         ref = entry.extra_artifacts[variant] if variant else entry.artifact
-        fetched = self.registry.fetch_ref(ref)
-        content = fetched.read_bytes()
-        verify_bytes(content, ref)
+        fetched, content = self.registry.fetch_content(ref)
         if fetched.is_relative_to(self.cache_dir):
             fetched.unlink(missing_ok=True)  # its copy in models/ is the one kept
         classifier = self._classifier(content, entry, variant)
@@ -239,7 +237,7 @@ class Updater:
             classifier.predict_arrays(np.zeros((spec.height, spec.width, 3), np.uint8))
             return
         for item in entry.golden_set:
-            data = self.registry.fetch_ref(item.image).read_bytes()
+            _, data = self.registry.fetch_content(item.image)
             try:
                 got = classifier.predict(data)
             except ImageError as exc:

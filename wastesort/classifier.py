@@ -333,7 +333,7 @@ def _from_registry(
     public_key: bytes | str | Path | None,
     delegate: str | None,
 ) -> tuple[bytes, ModelEntry, str | None]:
-    from wastesort.registry import Registry, verify_bytes  # noqa: PLC0415
+    from wastesort.registry import Registry  # noqa: PLC0415
 
     registry = Registry.from_uri(base, cache_dir=cache_dir)
     entry = registry.resolve(ref)
@@ -348,8 +348,7 @@ def _from_registry(
         else:
             log.warning("model %s runs on the CPU (no Edge TPU model or device)", entry.version)
             delegate = None
-    content = registry.fetch_ref(artifact).read_bytes()
-    verify_bytes(content, artifact)  # the bytes we load, not just the file we checked
+    _, content = registry.fetch_content(artifact)  # the very bytes that were verified
     return content, entry, delegate
 
 

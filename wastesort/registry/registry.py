@@ -82,6 +82,12 @@ def verify_bytes(data: bytes, ref: ArtifactRef) -> None:
         )
 
 
+def _verified(path: Path, ref: ArtifactRef) -> bytes:
+    data = path.read_bytes()
+    verify_bytes(data, ref)
+    return data
+
+
 @dataclass(frozen=True)
 class GoldenSample:
     """An image to publish in a version's golden set."""
@@ -153,21 +159,24 @@ class Registry:
     # --- fetching, verified ------------------------------------------------------------------
 
     def fetch_ref(self, ref: ArtifactRef) -> Path:
-        """A verified local copy of `ref`: read in place for local stores, else cached.
+        """A verified local copy of `ref`: read in place for local stores, else cached."""
+        return self.fetch_content(ref)[0]
 
-        Downloads land in the cache as temp file -> fsync -> verify -> rename, so a crash
-        or a bad download never leaves a file that later looks valid.
+    def fetch_content(self, ref: ArtifactRef) -> tuple[Path, bytes]:
+        """`ref`'s bytes, verified, and the file they were read from.
+
+        Loaders use these bytes rather than reading the file again: what they load is what
+        was checked. Downloads land in the cache as temp file -> fsync -> verify -> rename,
+        so a crash or a bad download never leaves a file that later looks valid.
         """
         local = self.store.local_path(ref.path)
         if local is not None:
-            verify_bytes(local.read_bytes(), ref)
-            return local
+            return local, _verified(local, ref)
         suffix = Path(ref.path).suffix
         cached = self.cache_dir / f"{ref.sha256}{suffix}"
         if cached.exists():
             try:
-                verify_bytes(cached.read_bytes(), ref)
-                return cached
+                return cached, _verified(cached, ref)
             except IntegrityError:
                 log.warning("cached %s is corrupt; downloading it again", cached)
                 cached.unlink(missing_ok=True)
@@ -179,11 +188,11 @@ class Registry:
             self.store.download(ref.path, tmp)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
-            verify_bytes(tmp.read_bytes(), ref)
+            data = _verified(tmp, ref)
             os.replace(tmp, cached)
         finally:
             tmp.unlink(missing_ok=True)
-        return cached
+        return cached, data
 
     def fetch(self, entry: ModelEntry, variant: str | None = None) -> Path:
         """The verified model file of `entry` (or of an extra variant such as `edgetpu`)."""
