@@ -86,6 +86,13 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1, le=1024)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     class_weights: Literal["none", "balanced", "sqrt"] = "sqrt"
+    mixup: float = Field(0.0, ge=0, le=10)
+    """Mixup on the cached activations: Beta(mixup, mixup) blends pairs of training inputs and
+    their labels (0 = off)."""
+    feature_noise: float = Field(0.0, ge=0, le=1)
+    """Gaussian noise added to the cached activations while training, as a fraction of their
+    RMS: the int8 model sees its inputs with quantization error, so the float model learns
+    margins that survive it (0 = off)."""
     head: PhaseConfig = Field(default_factory=PhaseConfig)
     fine_tune: PhaseConfig = Field(
         default_factory=lambda: PhaseConfig(epochs=0, learning_rate=2e-4, patience=3)

@@ -129,21 +129,51 @@ def fit_phase(
             from_logits=True, label_smoothing=train.label_smoothing
         ),
     )
-    weights = class_weights(y, classes, train.class_weights)[y]
     best = _BestMacroF1(
         x_val=x_val, y_val=y_val, classes=classes, patience=phase.patience, phase=name, hook=hook
     )
-    model.fit(
-        x,
-        keras.utils.to_categorical(y, classes),
-        sample_weight=weights,
-        batch_size=train.batch_size,
-        epochs=phase.epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=[best],
-    )
+    batches = _Batches(x, y, classes=classes, train=train)
+    model.fit(batches, epochs=phase.epochs, verbose=0, callbacks=[best])
     return best.rows
+
+
+class _Batches(keras.utils.PyDataset):
+    """Shuffled, class-weighted training batches of cached activations, with optional mixup
+    and Gaussian feature noise (`train.mixup`, `train.feature_noise`). Seeded: the same
+    config gives the same batches."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, classes: int, train: TrainConfig) -> None:
+        super().__init__()
+        self.x, self.batch_size = x, train.batch_size
+        self.targets = keras.utils.to_categorical(y, classes).astype(np.float32)
+        self.weights = class_weights(y, classes, train.class_weights)[y].astype(np.float32)
+        self.mixup = train.mixup
+        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if train.feature_noise else 0
+        self.noise = train.feature_noise * rms
+        self.seed, self.epoch = train.seed, 0
+        self.order = np.random.default_rng((self.seed, 0)).permutation(len(x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.x))
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        x, t, w = self.x[idx], self.targets[idx], self.weights[idx]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        if self.mixup:
+            lam = rng.beta(self.mixup, self.mixup, size=len(idx)).astype(np.float32)
+            other = rng.permutation(len(idx))
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            x = lam.reshape(shape) * x + (1 - lam.reshape(shape)) * x[other]
+            t = lam[:, None] * t + (1 - lam[:, None]) * t[other]
+            w = lam * w + (1 - lam) * w[other]
+        if self.noise:
+            x = x + rng.normal(0.0, self.noise, size=x.shape).astype(np.float32)
+        return x, t, w
 
 
 def _views(cfg: Config, y: np.ndarray, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
