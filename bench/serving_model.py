@@ -39,7 +39,7 @@ def build_model() -> tuple[keras.Model, str]:
             "efficientnet_lite0", (HEIGHT, WIDTH, 3), weights=None, cache_dir=Path("/tmp")
         )
         head = build_head(int(backbone.output_shape[-1]), len(LABELS), 0.2)
-        return assemble(backbone, [(None, head)], tta_flip=False), "efficientnet_lite0 (training/)"
+        return assemble(backbone, head, tta_flip=False), "efficientnet_lite0 (training/)"
     except Exception as exc:  # training/ is another team's moving code; fall back
         print(f"training/ backbone unavailable ({exc}); using MobileNetV2", file=sys.stderr)
         inputs = keras.Input((HEIGHT, WIDTH, 3))

@@ -97,11 +97,6 @@ class TrainConfig(_Section):
     fine_tune: PhaseConfig = Field(
         default_factory=lambda: PhaseConfig(epochs=0, learning_rate=2e-4, patience=3)
     )
-    members: int = Field(1, ge=1, le=4)
-    """Fine-tuned tops (top blocks + head) trained from the same ImageNet start with seeds
-    seed, seed+1, ...; the exported graph runs the frozen trunk once and averages their
-    logits. Each extra member adds one fine-tune phase and its top's share of the inference
-    cost. Needs fine-tuning (a Lite0 cut); otherwise 1."""
     fine_tune_blocks: int = Field(1, ge=0, le=16)
     """Top backbone blocks (of 16, plus the 1x1 head conv) trained in the fine-tune phase;
     BatchNorm stays frozen. Their input activations are cached once."""

@@ -28,12 +28,12 @@ def backbone_for(cfg: Config) -> keras.Model:
     )
 
 
-def build_head(channels: int, classes: int, dropout: float, *, name: str = "head") -> keras.Model:
+def build_head(channels: int, classes: int, dropout: float) -> keras.Model:
     """Pooled features -> logits. Trained first, on cached features."""
     inputs = keras.Input((channels,), name="features")
     x = layers.Dropout(dropout, name="head_dropout")(inputs)
     logits = layers.Dense(classes, name="logits")(x)
-    return keras.Model(inputs, logits, name=name)
+    return keras.Model(inputs, logits, name="head")
 
 
 def split(backbone: keras.Model, top_blocks: int) -> tuple[keras.Model, keras.Model] | None:
@@ -48,15 +48,6 @@ def split(backbone: keras.Model, top_blocks: int) -> tuple[keras.Model, keras.Mo
     return trunk, top
 
 
-def copy_top(top: keras.Model, weights: list, name: str) -> keras.Model:
-    """An independent copy of `top` (new layers) holding `weights`, BatchNorm frozen."""
-    clone = keras.models.clone_model(top)
-    clone.set_weights(weights)
-    copy = keras.Model(clone.input, clone.output, name=name)
-    freeze_batchnorm(copy)
-    return copy
-
-
 def freeze_batchnorm(model: keras.Model) -> None:
     """BatchNorm layers run in inference mode and keep their ImageNet statistics."""
     for layer in model.layers:
@@ -64,25 +55,17 @@ def freeze_batchnorm(model: keras.Model) -> None:
             layer.trainable = False
 
 
-def assemble(
-    trunk: keras.Model,
-    members: list[tuple[keras.Model | None, keras.Model]],
-    *,
-    tta_flip: bool,
-) -> keras.Model:
+def assemble(backbone: keras.Model, head: keras.Model, *, tta_flip: bool) -> keras.Model:
     """The exported model: pixels (H, W, 3) float in [0, 255] -> logits.
 
-    `trunk` runs once; each member is (top or None, head) and the graph averages the members'
-    logits. With `tta_flip` it also averages over the image and its mirror image, so every
+    With `tta_flip` the graph averages the logits of the image and its mirror image, so every
     consumer gets test-time augmentation without knowing about it.
     """
-    inputs = keras.Input(trunk.input_shape[1:], name="pixels")
+    inputs = keras.Input(backbone.input_shape[1:], name="pixels")
     pool = layers.GlobalAveragePooling2D(name="avg_pool")
 
     def logits(x: keras.KerasTensor) -> keras.KerasTensor:
-        shared = trunk(x)
-        outs = [head(pool(top(shared) if top is not None else shared)) for top, head in members]
-        return outs[0] if len(outs) == 1 else layers.Average()(outs)
+        return head(pool(backbone(x)))
 
     out = logits(inputs)
     if tta_flip:

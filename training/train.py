@@ -21,15 +21,7 @@ from training import features as feat
 from training.config import Config, PhaseConfig, TrainConfig
 from training.data import Dataset
 from training.metrics import macro_f1
-from training.model import (
-    assemble,
-    augmenter,
-    backbone_for,
-    build_head,
-    copy_top,
-    freeze_batchnorm,
-    split,
-)
+from training.model import assemble, augmenter, backbone_for, build_head, freeze_batchnorm, split
 
 log = logging.getLogger(__name__)
 
@@ -256,66 +248,49 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
         f_va = acts(pooled, "pooled-val", va, 1, False)[0]
     timings["features_s"] = time.monotonic() - t0
 
-    count = cfg.train.members if fine_tune else 1
-    if cfg.train.members > count:
-        log.warning("train.members needs fine-tuning (a Lite0 cut); training one member")
+    # Phase 1: the head on pooled features.
+    head = build_head(f_tr.shape[-1], classes, cfg.model.dropout)
+    t0 = time.monotonic()
+    x, y = _views(cfg, y_tr, f_tr)
+    rows += fit_phase(
+        head,
+        x,
+        y,
+        f_va,
+        y_va,
+        phase=cfg.train.head,
+        train=cfg.train,
+        classes=classes,
+        name="head",
+        hook=hook,
+    )
+    timings["head_s"] = time.monotonic() - t0
+
+    # Phase 2: the top blocks (BatchNorm frozen) and the head, on the cached trunk output.
     if fine_tune:
+        t0 = time.monotonic()
         backbone.trainable = True
         top.trainable = True
         freeze_batchnorm(top)
-        imagenet_top = top.get_weights()
-        x_ft, y_ft = _views(cfg, y_tr, a_tr)
+        inputs = keras.Input(a_tr.shape[2:], name="trunk_out")
+        tuned = keras.Model(inputs, head(gap(top(inputs))), name="fine_tune")
+        x, y = _views(cfg, y_tr, a_tr)
         del a_tr
-    x, y = _views(cfg, y_tr, f_tr)
-    members: list[tuple[keras.Model | None, keras.Model]] = []
-    for k in range(count):
-        # Each member: its own seed, the same ImageNet start.
-        seeded = cfg.train.model_copy(update={"seed": cfg.train.seed + k})
-        keras.utils.set_random_seed(seeded.seed)
-        suffix = f"_{k}" if k else ""
-        t0 = time.monotonic()
-        # Phase 1: the head on pooled features.
-        head = build_head(f_tr.shape[-1], classes, cfg.model.dropout, name=f"head{suffix}")
-        rows += fit_phase(
-            head,
-            x,
-            y,
-            f_va,
-            y_va,
-            phase=cfg.train.head,
-            train=seeded,
-            classes=classes,
-            name=f"head{suffix}",
-            hook=hook,
-        )
-        timings["head_s"] = timings.get("head_s", 0.0) + time.monotonic() - t0
-        if not fine_tune:
-            members.append((None, head))
-            continue
-        # Phase 2: the top blocks (BatchNorm frozen) and the head, on the cached trunk output.
-        t0 = time.monotonic()
-        member_top = copy_top(top, imagenet_top, f"top{suffix}") if k else top
-        inputs = keras.Input(x_ft.shape[1:], name="trunk_out")
-        tuned = keras.Model(inputs, head(gap(member_top(inputs))), name=f"fine_tune{suffix}")
         rows += fit_phase(
             tuned,
-            x_ft,
-            y_ft,
+            x,
+            y,
             a_va,
             y_va,
             phase=cfg.train.fine_tune,
-            train=seeded,
+            train=cfg.train,
             classes=classes,
-            name=f"fine_tune{suffix}",
+            name="fine_tune",
             hook=hook,
         )
-        timings["fine_tune_s"] = timings.get("fine_tune_s", 0.0) + time.monotonic() - t0
-        members.append((member_top, head))
+        timings["fine_tune_s"] = time.monotonic() - t0
     backbone.trainable = False
-    for member_top, _ in members:
-        if member_top is not None:
-            member_top.trainable = False
-    model = assemble(trunk if fine_tune else backbone, members, tta_flip=cfg.model.tta_flip)
+    model = assemble(backbone, head, tta_flip=cfg.model.tta_flip)
     return Trained(model=model, epochs=rows, timings=timings)
 
 
@@ -333,7 +308,7 @@ def _train_from_scratch(
     classes = len(ds.labels)
     t0 = time.monotonic()
     head = build_head(backbone.output_shape[-1], classes, cfg.model.dropout)
-    model = assemble(backbone, [(None, head)], tta_flip=False)
+    model = assemble(backbone, head, tta_flip=False)
     y = ds.targets("train")
     weights = class_weights(y, classes, cfg.train.class_weights)[y].astype(np.float32)
     aug = augmenter(cfg.augment, cfg.train.seed)
