@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -150,6 +150,9 @@ class RegistryConfig(_Section):
     """A local folder or s3://bucket/prefix; null skips publishing."""
     aliases: tuple[str, ...] = ("production",)
     golden_per_class: int = Field(2, ge=0, le=20)
+    signing_key: FilePath | None = None
+    """An ed25519 private key (PEM) to sign the published entry with; bins that require a
+    signature refuse unsigned models. Keep the key out of the repository."""
 
 
 class Config(_Section):

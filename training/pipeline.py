@@ -362,6 +362,7 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
         golden=golden,
         aliases=cfg.registry.aliases,
         extra_files={"edgetpu": edgetpu_path} if edgetpu_path else None,
+        signing_key=cfg.registry.signing_key,
     )
     tracker.tags({"published_version": entry.version, "registry": cfg.registry.uri})
     tracker.end()

@@ -80,6 +80,7 @@ def publish(
     golden: Sequence[GoldenSample],
     aliases: Sequence[str],
     extra_files: dict[str, Path] | None = None,
+    signing_key: Path | None = None,
 ) -> ModelEntry:
     """Publish to the registry at `uri`, unless the quantization gate failed.
 
@@ -104,4 +105,5 @@ def publish(
         dataset_fingerprint=dataset_fingerprint,
         mlflow_run_id=mlflow_run_id,
         source_config=source_config,
+        signing_key=signing_key,
     )

@@ -32,6 +32,8 @@ def test_overrides_are_typed_and_nested():
         ("input.resize=stretch", "input.resize"),
         ("train.batch_size=many", "train.batch_size"),
         ("quantize.gate.min_agreement=2", "quantize.gate.min_agreement"),
+        ("train.mixup=-1", "train.mixup"),
+        ("registry.signing_key=/nonexistent/key.pem", "registry.signing_key"),
     ],
 )
 def test_bad_key_or_value_names_the_key(override: str, key: str):

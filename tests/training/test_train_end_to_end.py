@@ -12,6 +12,7 @@ from tests.conftest import LABELS, SAMPLES
 from training.config import load_config
 from wastesort import Classifier
 from wastesort.manifest import Manifest
+from wastesort.signing import generate_keypair, verify
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +22,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     from training.pipeline import run
 
     tmp = tmp_path_factory.mktemp("e2e")
+    private, public = generate_keypair()
+    (tmp / "signing.pem").write_bytes(private)
+    (tmp / "signing.pub").write_bytes(public)
     for label in LABELS:
         shutil.copytree(SAMPLES / label, tmp / "data" / label)
     cfg = load_config(
@@ -42,6 +46,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
             f"mlflow.artifact_location={tmp / 'mlruns'}",
             f"registry.uri={tmp / 'registry'}",
             "registry.golden_per_class=1",
+            f"registry.signing_key={tmp / 'signing.pem'}",
         ],
     )
     return cfg, run(cfg), tmp
@@ -63,6 +68,7 @@ def test_registry_entry_is_complete_and_loadable(tiny_run):
     assert entry.source_config["input"]["height"] == 64
     assert {"accuracy", "macro_f1", "ece", "per_class_recall"} <= set(entry.metrics["int8"])
     assert entry.golden_set
+    verify(entry, tmp / "signing.pub")  # signed with registry.signing_key
     clf = Classifier.load(str(tmp / "registry"), cache_dir=tmp / "dl")
     for item in entry.golden_set:
         image = (tmp / "registry" / item.image.path).read_bytes()
