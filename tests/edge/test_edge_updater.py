@@ -27,6 +27,18 @@ def make_updater(state: Path, registry_uri: str, **config: object) -> Updater:
     return Updater(ModelConfig(registry=registry_uri, num_threads=1, **config), state)
 
 
+def release(registry: Registry, tiny_models: Path, version: str, **kwargs: object) -> None:
+    """Publish the float tiny model as `version` and point `production` at it."""
+    publish(
+        registry,
+        tiny_models / "tiny_float.tflite",
+        version,
+        float_model=True,
+        aliases=["production"],
+        **kwargs,
+    )
+
+
 def edit_manifest(registry: Registry, change) -> None:
     """Rewrite the manifest behind the registry's back (an attacker, a broken publisher)."""
     path = Path(registry.uri) / "manifest.json"
@@ -92,36 +104,16 @@ def test_bad_signature_is_refused(tmp_path, edge_registry, tiny_models):
     updater = make_updater(tmp_path / "state", edge_registry.uri, public_key=key)
     assert updater.start().version == "v1"  # signed by the fleet key: accepted
 
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v2",
-        float_model=True,
-        signing_key=other_private,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v2", signing_key=other_private)
     refused(updater, "v2")
     assert "signature" in updater.last_error
     assert updater.rejected["v2"]["final"]  # never retried
 
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v3",
-        float_model=True,
-        aliases=["production"],
-    )  # unsigned
+    release(edge_registry, tiny_models, "v3")  # unsigned
     refused(updater, "v3")
     assert "not signed" in updater.last_error
 
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v4",
-        float_model=True,
-        signing_key=private,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v4", signing_key=private)
 
     def tamper(manifest: Manifest) -> None:  # signed, then its threshold edited
         manifest.versions["v4"].uncertain_threshold = 0.99
@@ -135,13 +127,7 @@ def test_corrupt_download_is_refused_and_retried_later(
 ):
     updater = make_updater(tmp_path / "state", registry_server.url)
     assert updater.start().version == "v1"  # over HTTP
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v2",
-        float_model=True,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v2")
     registry_server.corrupt = "artifacts/v2/model.tflite"
     refused(updater, "v2")
     assert "does not match" in updater.last_error
@@ -156,14 +142,7 @@ def test_corrupt_download_is_refused_and_retried_later(
 def test_failing_self_test_keeps_the_old_model(tmp_path, edge_registry, tiny_models):
     updater = make_updater(tmp_path / "state", edge_registry.uri)
     updater.start()
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v2",
-        float_model=True,
-        wrong_golden=True,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v2", wrong_golden=True)
     refused(updater, "v2")
     assert "golden image" in updater.last_error
     assert updater.rejected["v2"]["final"]
@@ -186,13 +165,7 @@ def test_a_model_failing_at_run_time_is_rolled_back(tmp_path, edge_registry, tin
         uploader=None,
         once=True,
     )
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v2",
-        float_model=True,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v2")
     assert updater.check() is not None
     runner._swap(updater.take_pending(), "update")  # as the runner's loop does
     assert runner.classifier.version == "v2"
@@ -216,13 +189,7 @@ def test_a_failing_model_with_a_verified_update_pending_switches_to_it(
 ):
     updater = make_updater(tmp_path / "state", edge_registry.uri)
     assert updater.start().version == "v1"
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v2",
-        float_model=True,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v2")
     assert updater.check() is not None  # v2 installed and pending; v1 still running
     restored = updater.rollback("v1 failed on a frame")
     assert restored is not None
@@ -247,13 +214,7 @@ def test_killed_mid_download_the_old_model_still_serves(
 ):
     state = tmp_path / "state"
     assert make_updater(state, registry_server.url).start().version == "v1"
-    publish(
-        edge_registry,
-        tiny_models / "tiny_float.tflite",
-        "v2",
-        float_model=True,
-        aliases=["production"],
-    )
+    release(edge_registry, tiny_models, "v2")
     registry_server.stall = "artifacts/v2/model.tflite"
 
     process = subprocess.Popen(
