@@ -56,6 +56,13 @@ def load_module(path: Path):
     return module
 
 
+def example(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a documented client example from the repository root."""
+    return subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_health_and_docs_over_real_http(live_url: str):
     with httpx.Client(base_url=live_url) as http:
         health = http.get("/health")
@@ -76,21 +83,14 @@ def test_python_client_example(live_url: str):
         with pytest.raises(client_module.ProblemError) as caught:
             client_module.classify(http, bad)
         assert caught.value.problem["type"].endswith("/not-an-image")
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "client.py"),
-            "--url",
-            live_url,
-            "--batch",
-            "samples/glass/glass6.jpg",
-            "samples/paper/paper8.jpg",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    run = example(
+        sys.executable,
+        str(EXAMPLES / "client.py"),
+        "--url",
+        live_url,
+        "--batch",
+        "samples/glass/glass6.jpg",
+        "samples/paper/paper8.jpg",
     )
     assert run.returncode == 0, run.stderr
     lines = [json.loads(line) for line in run.stdout.splitlines()]
@@ -107,29 +107,14 @@ def test_curl_examples(live_url: str):
     lines = curl_lines()
     assert len(lines) >= 3
     for line in lines:
-        run = subprocess.run(
-            ["bash", "-c", line],
-            cwd=ROOT,
-            env={**os.environ, "API": live_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        run = example("bash", "-c", line, env={**os.environ, "API": live_url})
         assert run.returncode == 0, (line, run.stdout, run.stderr)
         assert "model_version" in json.loads(run.stdout) or "results" in json.loads(run.stdout)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_javascript_client_example(live_url: str):
-    run = subprocess.run(
-        ["node", str(EXAMPLES / "client.mjs"), live_url, "samples/glass/glass6.jpg"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = example("node", str(EXAMPLES / "client.mjs"), live_url, "samples/glass/glass6.jpg")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["model_version"] == "tiny-1"
 
