@@ -44,9 +44,11 @@ class InputConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: Literal["efficientnet_lite0", "mobilenet_v2"] = "efficientnet_lite0"
+    backbone: Literal[
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2"
+    ] = "efficientnet_lite0"
     weights: str | None = "pretrained"
-    """`pretrained`: Lite0's official ImageNet weights from the bundled `.pth` (offline);
+    """`pretrained`: the Lite model's official ImageNet weights from its bundled `.pth` (offline);
     `imagenet`: Keras' download (Keras backbones, needs internet); a path to a Keras
     `.weights.h5`; null: from scratch."""
     alpha: float = Field(1.0, gt=0, le=1.4)
@@ -97,9 +99,9 @@ class TrainConfig(_Section):
     fine_tune: PhaseConfig = Field(
         default_factory=lambda: PhaseConfig(epochs=0, learning_rate=2e-4, patience=3)
     )
-    fine_tune_blocks: int = Field(1, ge=0, le=16)
-    """Top backbone blocks (of 16, plus the 1x1 head conv) trained in the fine-tune phase;
-    BatchNorm stays frozen. Their input activations are cached once."""
+    fine_tune_blocks: int = Field(1, ge=0, le=21)
+    """Top backbone blocks (of 16 in Lite0, 21 in Lite1/2, plus the 1x1 head conv) trained in
+    the fine-tune phase; BatchNorm stays frozen."""
 
 
 class GateConfig(_Section):
@@ -177,11 +179,11 @@ class Config(_Section):
             raise ValueError("data.val_fraction + data.test_fraction must leave 20% to train")
         if self.model.backbone == "mobilenet_v2" and self.model.weights == "pretrained":
             raise ValueError(
-                "model.weights: 'pretrained' is Lite0's bundled file; "
+                "model.weights: 'pretrained' is the Lite models' bundled file; "
                 "use null, 'imagenet' or a path for mobilenet_v2"
             )
-        if self.model.backbone == "efficientnet_lite0" and self.model.weights == "imagenet":
-            raise ValueError("model.weights: Lite0's ImageNet weights are 'pretrained' (offline)")
+        if self.model.backbone.startswith("efficientnet_lite") and self.model.weights == "imagenet":
+            raise ValueError("model.weights: Lite ImageNet weights are 'pretrained' (offline)")
         return self
 
     def dump(self) -> dict[str, Any]:

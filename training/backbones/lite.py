@@ -1,9 +1,9 @@
-"""EfficientNet-Lite0 in Keras, laid out so the official ImageNet weights transplant by name.
+"""EfficientNet-Lite0/1/2 in Keras, laid out so the official ImageNet weights transplant by name.
 
-Lite0 is EfficientNet-B0 without squeeze-excite, with ReLU6 everywhere and the stem (32) and
-head (1280) widths fixed: the variant Google made for integer-only accelerators. Layer names
-follow the PyTorch state dict (`_blocks.N._expand_conv` -> `block{N}_expand_conv`), so
-`transplant` is a table lookup.
+Lite is EfficientNet without squeeze-excite, with ReLU6 everywhere and the stem (32) and
+head (1280) widths fixed: the variant Google made for integer-only accelerators. Lite1 and
+Lite2 are deeper (and Lite2 wider) versions of Lite0. Layer names follow the PyTorch state
+dict (`_blocks.N._expand_conv` -> `block{N}_expand_conv`), so `transplant` is a table lookup.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ BN_EPSILON = 1e-3
 
 NORM_MEAN = 127.0
 NORM_STD = 128.0
-"""Lite0 was trained on (x - 127) / 128; the graph does this so no consumer re-implements it."""
+"""The Lite models were trained on (x - 127) / 128; the graph does this, no consumer does."""
 
 HEAD_CHANNELS = 1280
 
@@ -34,16 +34,28 @@ class _Stage:
     filters_out: int
 
 
-_STAGES = (
-    _Stage(1, 3, 1, 1, 32, 16),
-    _Stage(2, 3, 2, 6, 16, 24),
-    _Stage(2, 5, 2, 6, 24, 40),
-    _Stage(3, 3, 2, 6, 40, 80),
-    _Stage(3, 5, 1, 6, 80, 112),
-    _Stage(4, 5, 2, 6, 112, 192),
-    _Stage(1, 3, 1, 6, 192, 320),
-)
-NUM_BLOCKS = sum(s.repeats for s in _STAGES)  # 16
+_KERNELS = (3, 3, 5, 3, 5, 5, 3)
+_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+_EXPANDS = (1, 6, 6, 6, 6, 6, 6)
+VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    # name: (blocks per stage, stage output channels), as in the official weights
+    "efficientnet_lite0": ((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite1": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320)),
+    "efficientnet_lite2": ((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352)),
+}
+
+
+def _stages(variant: str) -> list[_Stage]:
+    repeats, filters = VARIANTS[variant]
+    ins = (32, *filters[:-1])
+    return [
+        _Stage(*row)
+        for row in zip(repeats, _KERNELS, _STRIDES, _EXPANDS, ins, filters, strict=True)
+    ]
+
+
+def num_blocks(variant: str) -> int:
+    return sum(VARIANTS[variant][0])
 
 
 def _bn(name: str, momentum: float) -> layers.BatchNormalization:
@@ -77,11 +89,11 @@ def _block(
     return x
 
 
-def block_boundaries() -> list[str]:
-    """Names of the layers that end each of the 16 blocks, then the head's activation."""
+def block_boundaries(variant: str) -> list[str]:
+    """Names of the layers that end each block, then the head's activation."""
     names = []
     index = 0
-    for stage in _STAGES:
+    for stage in _stages(variant):
         for r in range(stage.repeats):
             first = r == 0
             filters_in = stage.filters_in if first else stage.filters_out
@@ -93,14 +105,15 @@ def block_boundaries() -> list[str]:
     return names
 
 
-def build_lite0(
+def build_lite(
+    variant: str,
     input_shape: tuple[int, int, int],
     *,
     include_top: bool = False,
     bn_momentum: float = 0.99,
-    name: str = "efficientnet_lite0",
 ) -> keras.Model:
-    """Build Lite0 over float pixels in [0, 255] (normalisation is the model's first layer).
+    """Build `variant` (a `VARIANTS` key) over float pixels in [0, 255]; normalisation is
+    the model's first layer.
 
     Args:
         input_shape: (height, width, 3); any size works, the network is fully convolutional.
@@ -116,7 +129,7 @@ def build_lite0(
     x = _bn("stem_bn", bn_momentum)(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     index = 0
-    for stage in _STAGES:
+    for stage in _stages(variant):
         for r in range(stage.repeats):
             x = _block(x, index, stage, r == 0, bn_momentum)
             index += 1
@@ -126,7 +139,7 @@ def build_lite0(
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(1000, name="imagenet_fc")(x)
-    return keras.Model(inputs, x, name=name)
+    return keras.Model(inputs, x, name=variant)
 
 
 def _torch_name(layer_name: str) -> str:
@@ -145,7 +158,7 @@ def _torch_name(layer_name: str) -> str:
 
 
 def transplant(model: keras.Model, state: dict[str, np.ndarray]) -> int:
-    """Copy PyTorch Lite0 weights into `model` (built by `build_lite0`); returns tensors used.
+    """Copy PyTorch Lite weights into `model` (built by `build_lite`); returns tensors used.
 
     Raises:
         ValueError: a tensor is missing or has the wrong shape, so a silent partial load
