@@ -60,14 +60,20 @@ class _BestMacroF1(keras.callbacks.Callback):
         patience: int,
         phase: str,
         hook: EpochHook | None,
+        baseline: float | None = None,
     ) -> None:
         super().__init__()
         self.x_val, self.y_val, self.classes = x_val, y_val, classes
         self.patience, self.phase, self.hook = patience, phase, hook
+        self.baseline = baseline
         self.best = -1.0
         self.best_epoch = -1
         self.best_weights: list[np.ndarray] | None = None
         self.rows: list[dict[str, Any]] = []
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.baseline is not None:  # an epoch must beat the weights the phase starts from
+            self.best, self.best_weights = self.baseline, self.model.get_weights()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logits = self.model.predict(self.x_val, verbose=0, batch_size=256)
@@ -92,7 +98,16 @@ class _BestMacroF1(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
-        log.info("%s: best val macro-F1 %.4f at epoch %d", self.phase, self.best, self.best_epoch)
+        if self.best_epoch < 0 and self.baseline is not None:
+            log.info(
+                "%s: no epoch beat val macro-F1 %.4f; kept the weights it started from",
+                self.phase,
+                self.baseline,
+            )
+        else:
+            log.info(
+                "%s: best val macro-F1 %.4f at epoch %d", self.phase, self.best, self.best_epoch
+            )
 
 
 def _optimizer(phase: PhaseConfig, steps: int) -> keras.optimizers.Optimizer:
@@ -118,8 +133,14 @@ def fit_phase(
     classes: int,
     name: str,
     hook: EpochHook | None = None,
+    augment: keras.Model | None = None,
+    baseline: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Fit `model` on (x, y) with early stopping on validation macro-F1; returns epoch rows."""
+    """Fit `model` on (x, y) with early stopping on validation macro-F1; returns epoch rows.
+
+    With `augment`, x holds images and every batch is augmented afresh. With `baseline` (the
+    validation macro-F1 the model already has), the phase keeps its starting weights unless
+    an epoch beats it."""
     if phase.epochs == 0:
         return []
     steps = phase.epochs * math.ceil(len(x) / train.batch_size)
@@ -130,21 +151,35 @@ def fit_phase(
         ),
     )
     best = _BestMacroF1(
-        x_val=x_val, y_val=y_val, classes=classes, patience=phase.patience, phase=name, hook=hook
+        x_val=x_val,
+        y_val=y_val,
+        classes=classes,
+        patience=phase.patience,
+        phase=name,
+        hook=hook,
+        baseline=baseline,
     )
-    batches = _Batches(x, y, classes=classes, train=train)
+    batches = _Batches(x, y, classes=classes, train=train, augment=augment)
     model.fit(batches, epochs=phase.epochs, verbose=0, callbacks=[best])
     return best.rows
 
 
 class _Batches(keras.utils.PyDataset):
-    """Shuffled, class-weighted training batches of cached activations, with optional mixup
-    and Gaussian feature noise (`train.mixup`, `train.feature_noise`). Seeded: the same
-    config gives the same batches."""
+    """Shuffled, class-weighted training batches of cached activations (or of images, each
+    batch augmented afresh), with optional mixup and Gaussian feature noise (`train.mixup`,
+    `train.feature_noise`). Seeded: the same config gives the same batches."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, classes: int, train: TrainConfig) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        classes: int,
+        train: TrainConfig,
+        augment: keras.Model | None = None,
+    ) -> None:
         super().__init__()
-        self.x, self.batch_size = x, train.batch_size
+        self.x, self.batch_size, self.augment = x, train.batch_size, augment
         self.targets = keras.utils.to_categorical(y, classes).astype(np.float32)
         self.weights = class_weights(y, classes, train.class_weights)[y].astype(np.float32)
         self.mixup = train.mixup
@@ -163,6 +198,9 @@ class _Batches(keras.utils.PyDataset):
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
         x, t, w = self.x[idx], self.targets[idx], self.weights[idx]
+        if self.augment is not None:
+            x = keras.ops.convert_to_numpy(self.augment(x.astype(np.float32), training=True))
+            x = np.clip(x, 0.0, 255.0)
         rng = np.random.default_rng((self.seed, self.epoch, i))
         if self.mixup:
             lam = rng.beta(self.mixup, self.mixup, size=len(idx)).astype(np.float32)
@@ -232,9 +270,10 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
     fine_tune = cfg.train.fine_tune.epochs > 0 and parts is not None
     if cfg.train.fine_tune.epochs > 0 and parts is None:
         log.warning("fine-tuning needs a Lite backbone cut; skipped for %s", cfg.model.backbone)
+    on_pixels = cfg.train.fine_tune_on == "pixels"
     t0 = time.monotonic()
     gap = keras.layers.GlobalAveragePooling2D()
-    if fine_tune:
+    if fine_tune and not on_pixels:
         trunk, top = parts
         tag = f"trunk{cfg.train.fine_tune_blocks}"
         a_tr = acts(trunk, f"{tag}-train", tr, cfg.augment.views, True)
@@ -265,9 +304,33 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
         hook=hook,
     )
     timings["head_s"] = time.monotonic() - t0
+    head_best = max((r["val_macro_f1"] for r in rows), default=None)
 
+    # Phase 2: the top blocks (BatchNorm frozen) and the head, on freshly augmented images.
+    if fine_tune and on_pixels:
+        t0 = time.monotonic()
+        trunk, top = parts
+        backbone.trainable = True
+        trunk.trainable = False
+        freeze_batchnorm(top)
+        tuned = assemble(backbone, head, tta_flip=False)
+        rows += fit_phase(
+            tuned,
+            pixels[tr],
+            y_tr,
+            pixels[va].astype(np.float32),
+            y_va,
+            phase=cfg.train.fine_tune,
+            train=cfg.train,
+            classes=classes,
+            name="fine_tune",
+            hook=hook,
+            augment=aug,
+            baseline=head_best,
+        )
+        timings["fine_tune_s"] = time.monotonic() - t0
     # Phase 2: the top blocks (BatchNorm frozen) and the head, on the cached trunk output.
-    if fine_tune:
+    elif fine_tune:
         t0 = time.monotonic()
         backbone.trainable = True
         top.trainable = True
@@ -287,6 +350,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
             classes=classes,
             name="fine_tune",
             hook=hook,
+            baseline=head_best,
         )
         timings["fine_tune_s"] = time.monotonic() - t0
     backbone.trainable = False

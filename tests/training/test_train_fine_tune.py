@@ -1,0 +1,96 @@
+"""Fine-tuning keeps what the head phase reached unless it does better, and on freshly
+augmented pixels it trains the top blocks and the head, nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from training.config import PhaseConfig, TrainConfig, load_config
+from training.data import load_dataset
+
+
+def _fit(baseline: float | None) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
+    import keras
+
+    from training.train import fit_phase
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    start = [w.copy() for w in model.get_weights()]
+    rows = fit_phase(
+        model,
+        x,
+        y,
+        x,
+        y,
+        phase=PhaseConfig(epochs=3, patience=3),
+        train=TrainConfig(batch_size=16),
+        classes=2,
+        name="fine_tune",
+        baseline=baseline,
+    )
+    return start, model.get_weights(), rows
+
+
+def test_a_phase_that_never_beats_its_baseline_keeps_its_starting_weights():
+    start, end, rows = _fit(baseline=1.01)  # no macro-F1 can beat it
+    assert len(rows) == 3
+    for a, b in zip(start, end, strict=True):
+        np.testing.assert_array_equal(a, b)
+    start, end, rows = _fit(baseline=None)  # the same phase without one keeps its best epoch
+    assert not np.allclose(start[0], end[0])
+
+
+def _weights(model, names: set[str]) -> dict[str, list[np.ndarray]]:
+    return {n: [w.copy() for w in model.get_layer(n).get_weights()] for n in names}
+
+
+@pytest.mark.slow
+def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(image_folder, tmp_path):
+    from training.backbones import build_backbone
+    from training.train import train
+
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={image_folder}",
+            "input.height=64",
+            "input.width=48",
+            "augment.views=1",
+            "train.head.epochs=0",  # no head score to beat: the fine-tuned weights stay
+            "train.fine_tune.epochs=1",
+            "train.fine_tune.patience=1",
+            "train.fine_tune_blocks=1",
+            "train.fine_tune_on=pixels",
+            f"cache_dir={tmp_path / 'cache'}",
+        ],
+    )
+    ds, pixels = load_dataset(cfg)
+    before = build_backbone(
+        cfg.model.backbone,
+        (64, 48, 3),
+        weights=cfg.model.weights,
+        cache_dir=Path(cfg.cache_dir),
+    )
+    top_conv, top_bn = "block15_project_conv", "block15_bn2"
+    trunk_conv, head_bn = "block14_project_conv", "head_bn"
+    old = _weights(before, {top_conv, top_bn, trunk_conv, head_bn})
+
+    trained = train(cfg, ds, pixels)
+
+    assert [r["phase"] for r in trained.epochs] == ["fine_tune"]
+    backbone = trained.model.get_layer("efficientnet_lite0")
+    new = _weights(backbone, set(old))
+    assert not np.allclose(new[top_conv][0], old[top_conv][0]), "the top block did not train"
+    np.testing.assert_array_equal(new[trunk_conv][0], old[trunk_conv][0])
+    for bn in (top_bn, head_bn):  # frozen: scale, shift and statistics stay ImageNet's
+        for a, b in zip(new[bn], old[bn], strict=True):
+            np.testing.assert_array_equal(a, b)
