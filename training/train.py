@@ -365,43 +365,22 @@ def _train_from_scratch(
     backbone: keras.Model,
     hook: EpochHook | None,
 ) -> Trained:
-    """Random weights have no features worth caching: train the whole network, augmenting
-    every epoch in the tf.data pipeline (the head phase's settings apply)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    classes = len(ds.labels)
+    """Random weights have no features worth caching: train the whole network (BatchNorm
+    included) on images augmented afresh every batch, with the head phase's settings."""
     t0 = time.monotonic()
-    head = build_head(backbone.output_shape[-1], classes, cfg.model.dropout)
+    head = build_head(backbone.output_shape[-1], len(ds.labels), cfg.model.dropout)
     model = assemble(backbone, head, tta_flip=False)
-    y = ds.targets("train")
-    weights = class_weights(y, classes, cfg.train.class_weights)[y].astype(np.float32)
-    aug = augmenter(cfg.augment, cfg.train.seed)
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices(
-            (pixels[ds.indices("train")], keras.utils.to_categorical(y, classes), weights)
-        )
-        .shuffle(len(y), seed=cfg.train.seed)
-        .batch(cfg.train.batch_size)
-        .map(lambda x, t, w: (aug(tf.cast(x, tf.float32), training=True), t, w))
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    x_val = pixels[ds.indices("val")].astype(np.float32)
-    phase = cfg.train.head
-    steps = phase.epochs * math.ceil(len(y) / cfg.train.batch_size)
-    model.compile(
-        optimizer=_optimizer(phase, steps),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=cfg.train.label_smoothing
-        ),
-    )
-    best = _BestMacroF1(
-        x_val=x_val,
-        y_val=ds.targets("val"),
-        classes=classes,
-        patience=phase.patience,
-        phase="scratch",
+    rows = fit_phase(
+        model,
+        pixels[ds.indices("train")],
+        ds.targets("train"),
+        pixels[ds.indices("val")].astype(np.float32),
+        ds.targets("val"),
+        phase=cfg.train.head,
+        train=cfg.train,
+        classes=len(ds.labels),
+        name="scratch",
         hook=hook,
+        augment=augmenter(cfg.augment, cfg.train.seed),
     )
-    if phase.epochs:
-        model.fit(train_ds, epochs=phase.epochs, verbose=0, callbacks=[best])
-    return Trained(model=model, epochs=best.rows, timings={"scratch_s": time.monotonic() - t0})
+    return Trained(model=model, epochs=rows, timings={"scratch_s": time.monotonic() - t0})

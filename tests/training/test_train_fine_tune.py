@@ -94,3 +94,48 @@ def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(image_fol
     for bn in (top_bn, head_bn):  # frozen: scale, shift and statistics stay ImageNet's
         for a, b in zip(new[bn], old[bn], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_from_scratch_trains_every_layer_and_the_batchnorm_statistics(
+    image_folder, tmp_path, monkeypatch
+):
+    import keras
+
+    import training.train as train_module
+
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={image_folder}",
+            "input.height=64",
+            "input.width=48",
+            "model.backbone=mobilenet_v2",
+            "model.alpha=0.35",
+            "model.weights=null",
+            "train.head.epochs=1",
+            f"cache_dir={tmp_path / 'cache'}",
+        ],
+    )
+    ds, pixels = load_dataset(cfg)
+    names = ("Conv1", "bn_Conv1", "Conv_1")
+    initial: dict[str, list[np.ndarray]] = {}
+
+    def _inner(backbone: keras.Model) -> keras.Model:
+        return next(layer for layer in backbone.layers if isinstance(layer, keras.Model))
+
+    def spy(c):
+        backbone = real(c)
+        initial.update(_weights(_inner(backbone), set(names)))
+        return backbone
+
+    real = train_module.backbone_for
+    monkeypatch.setattr(train_module, "backbone_for", spy)
+    trained = train_module.train(cfg, ds, pixels)
+
+    assert [r["phase"] for r in trained.epochs] == ["scratch"]
+    final = _weights(_inner(trained.model.get_layer("mobilenet_v2_0.35")), set(names))
+    for name in names:
+        assert not np.allclose(initial[name][0], final[name][0]), f"{name} did not train"
+    moving_mean = 2
+    assert not np.allclose(initial["bn_Conv1"][moving_mean], final["bn_Conv1"][moving_mean])
