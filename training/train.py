@@ -325,7 +325,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
             classes=classes,
             name="fine_tune",
             hook=hook,
-            augment=aug,
+            augment=augmenter(cfg.augment, cfg.train.seed),  # fresh: a warm cache skips `aug`
             baseline=head_best,
         )
         timings["fine_tune_s"] = time.monotonic() - t0
