@@ -306,50 +306,36 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
     timings["head_s"] = time.monotonic() - t0
     head_best = max((r["val_macro_f1"] for r in rows), default=None)
 
-    # Phase 2: the top blocks (BatchNorm frozen) and the head, on freshly augmented images.
-    if fine_tune and on_pixels:
+    # Phase 2: the top blocks (BatchNorm frozen) and the head, on freshly augmented images
+    # or on the cached trunk output.
+    if fine_tune:
         t0 = time.monotonic()
         trunk, top = parts
         backbone.trainable = True
         trunk.trainable = False
         freeze_batchnorm(top)
-        tuned = assemble(backbone, head, tta_flip=False)
-        rows += fit_phase(
-            tuned,
-            pixels[tr],
-            y_tr,
-            pixels[va].astype(np.float32),
-            y_va,
-            phase=cfg.train.fine_tune,
-            train=cfg.train,
-            classes=classes,
-            name="fine_tune",
-            hook=hook,
-            augment=augmenter(cfg.augment, cfg.train.seed),  # fresh: a warm cache skips `aug`
-            baseline=head_best,
-        )
-        timings["fine_tune_s"] = time.monotonic() - t0
-    # Phase 2: the top blocks (BatchNorm frozen) and the head, on the cached trunk output.
-    elif fine_tune:
-        t0 = time.monotonic()
-        backbone.trainable = True
-        top.trainable = True
-        freeze_batchnorm(top)
-        inputs = keras.Input(a_tr.shape[2:], name="trunk_out")
-        tuned = keras.Model(inputs, head(gap(top(inputs))), name="fine_tune")
-        x, y = _views(cfg, y_tr, a_tr)
-        del a_tr
+        augment = None
+        if on_pixels:
+            tuned = assemble(backbone, head, tta_flip=False)
+            x, y, x_val = pixels[tr], y_tr, pixels[va].astype(np.float32)
+            augment = augmenter(cfg.augment, cfg.train.seed)  # fresh: a warm cache skips `aug`
+        else:
+            inputs = keras.Input(a_tr.shape[2:], name="trunk_out")
+            tuned = keras.Model(inputs, head(gap(top(inputs))), name="fine_tune")
+            (x, y), x_val = _views(cfg, y_tr, a_tr), a_va
+            del a_tr
         rows += fit_phase(
             tuned,
             x,
             y,
-            a_va,
+            x_val,
             y_va,
             phase=cfg.train.fine_tune,
             train=cfg.train,
             classes=classes,
             name="fine_tune",
             hook=hook,
+            augment=augment,
             baseline=head_best,
         )
         timings["fine_tune_s"] = time.monotonic() - t0
