@@ -1,4 +1,5 @@
-"""Training in phases on cached activations: the head first, then (optionally) the top blocks.
+"""Training in phases: the head on cached activations first, then (optionally) the top blocks,
+on the cached trunk output or on freshly augmented images (`train.fine_tune_on`).
 
 Each phase stops early on validation macro-F1 and restores its best epoch. BatchNorm layers
 in the fine-tuned blocks stay frozen (in inference mode) with their ImageNet statistics.
@@ -264,8 +265,8 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
             cache / f"{tag}-{feat.cache_key({**key_parts, 'tag': tag})}.npy", compute
         )
 
-    # The frozen trunk runs once per view; with fine-tuning its output is cached and the
-    # pooled features come from running the (still ImageNet) top over that cache.
+    # The frozen trunk runs once per view; with cached fine-tuning its output is cached and
+    # the pooled features come from running the (still ImageNet) top over that cache.
     parts = split(backbone, cfg.train.fine_tune_blocks)
     fine_tune = cfg.train.fine_tune.epochs > 0 and parts is not None
     if cfg.train.fine_tune.epochs > 0 and parts is None:
