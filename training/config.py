@@ -107,6 +107,9 @@ class TrainConfig(_Section):
     views (an epoch takes seconds); `pixels`: the network sees freshly augmented images every
     epoch, the frozen trunk included in every step (all 16 blocks: about 2 minutes an epoch on
     2 CPU cores, against seconds)."""
+    quantization_aware: bool = False
+    """Fine-tune through simulated int8 rounding (`training/fake_quant.py`), so the int8 model
+    follows the weights that moved; costs about a third more time per fine-tune epoch."""
 
 
 class GateConfig(_Section):

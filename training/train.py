@@ -21,6 +21,7 @@ import numpy as np
 from training import features as feat
 from training.config import Config, PhaseConfig, TrainConfig
 from training.data import Dataset
+from training.fake_quant import simulate_int8
 from training.metrics import macro_f1
 from training.model import assemble, augmenter, backbone_for, build_head, freeze_batchnorm, split
 
@@ -325,6 +326,8 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
             tuned = keras.Model(inputs, head(gap(top(inputs))), name="fine_tune")
             (x, y), x_val = _views(cfg, y_tr, a_tr), a_va
             del a_tr
+        if cfg.train.quantization_aware:
+            tuned = simulate_int8(tuned)
         rows += fit_phase(
             tuned,
             x,

@@ -1,5 +1,6 @@
 """Fine-tuning keeps what the head phase reached unless it does better, and on freshly
-augmented pixels it trains the top blocks and the head, nothing else."""
+augmented pixels (through simulated int8 rounding or not) it trains the top blocks and the
+head, nothing else."""
 
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def _weights(model, names: set[str]) -> dict[str, list[np.ndarray]]:
 
 
 @pytest.mark.slow
-def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(image_folder, tmp_path):
+@pytest.mark.parametrize("quantization_aware", [False, True])
+def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(
+    image_folder, tmp_path, quantization_aware
+):
     from training.backbones import build_backbone
+    from training.fake_quant import FakeQuant, QuantizedKernel
     from training.train import train
 
     cfg = load_config(
@@ -70,6 +75,7 @@ def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(image_fol
             "train.fine_tune.patience=1",
             "train.fine_tune_blocks=1",
             "train.fine_tune_on=pixels",
+            f"train.quantization_aware={str(quantization_aware).lower()}",
             f"cache_dir={tmp_path / 'cache'}",
         ],
     )
@@ -88,6 +94,7 @@ def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(image_fol
 
     assert [r["phase"] for r in trained.epochs] == ["fine_tune"]
     backbone = trained.model.get_layer("efficientnet_lite0")
+    assert not any(isinstance(x, (FakeQuant, QuantizedKernel)) for x in backbone.layers)
     new = _weights(backbone, set(old))
     assert not np.allclose(new[top_conv][0], old[top_conv][0]), "the top block did not train"
     np.testing.assert_array_equal(new[trunk_conv][0], old[trunk_conv][0])
