@@ -109,7 +109,8 @@ class TrainConfig(_Section):
     2 CPU cores, against seconds)."""
     quantization_aware: bool = False
     """Fine-tune through simulated int8 rounding (`training/fake_quant.py`), so the int8 model
-    follows the weights that moved; costs about a third more time per fine-tune epoch."""
+    follows the weights that moved (a third more time per pixel epoch, twice per cached one;
+    on TrashNet no gain, see docs/training.md)."""
 
 
 class GateConfig(_Section):
