@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-_FUSED_INTO_CONV = (layers.Conv2D, layers.DepthwiseConv2D)
+_CONVS = (layers.Conv2D, layers.DepthwiseConv2D)
 _QUANTIZED = (layers.Rescaling, layers.ReLU, layers.Add, layers.GlobalAveragePooling2D)
 
 
@@ -98,7 +98,7 @@ def simulate_int8(model: keras.Model) -> keras.Model:
     `model`'s own, not copies: training the result trains `model`."""
 
     def call(layer: layers.Layer, *args, **kwargs):
-        if isinstance(layer, _FUSED_INTO_CONV):
+        if isinstance(layer, _CONVS):
             bn = next((n.operation for n in layer._outbound_nodes), None)
             bn = bn if isinstance(bn, layers.BatchNormalization) else None
             return QuantizedKernel(layer, bn, name=f"{layer.name}_int8")(*args, **kwargs)
