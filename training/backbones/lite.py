@@ -62,12 +62,19 @@ def _bn(name: str, momentum: float) -> layers.BatchNormalization:
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=momentum, name=name)
 
 
+def _geometry(stage: _Stage, first: bool) -> tuple[int, int, bool]:
+    """(input channels, stride, residual) of a block: only a stage's first block changes
+    the width or the resolution; the others add their input back."""
+    filters_in = stage.filters_in if first else stage.filters_out
+    stride = stage.stride if first else 1
+    return filters_in, stride, stride == 1 and filters_in == stage.filters_out
+
+
 def _block(
     x: keras.KerasTensor, index: int, stage: _Stage, first: bool, momentum: float
 ) -> keras.KerasTensor:
     p = f"block{index}_"
-    filters_in = stage.filters_in if first else stage.filters_out
-    stride = stage.stride if first else 1
+    filters_in, stride, residual = _geometry(stage, first)
     inputs = x
     if stage.expand != 1:
         x = layers.Conv2D(
@@ -84,7 +91,7 @@ def _block(
         stage.filters_out, 1, padding="same", use_bias=False, name=p + "project_conv"
     )(x)
     x = _bn(p + "bn2", momentum)(x)
-    if stride == 1 and filters_in == stage.filters_out:
+    if residual:
         x = layers.Add(name=p + "add")([x, inputs])
     return x
 
@@ -95,10 +102,7 @@ def block_boundaries(variant: str) -> list[str]:
     index = 0
     for stage in _stages(variant):
         for r in range(stage.repeats):
-            first = r == 0
-            filters_in = stage.filters_in if first else stage.filters_out
-            stride = stage.stride if first else 1
-            residual = stride == 1 and filters_in == stage.filters_out
+            residual = _geometry(stage, r == 0)[2]
             names.append(f"block{index}_" + ("add" if residual else "bn2"))
             index += 1
     names.append("head_relu")
