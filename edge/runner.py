@@ -318,20 +318,20 @@ class Runner:
         signal.signal(signal.SIGINT, handle)
 
     def run(self) -> Stats:
-        if self.once:
-            pending = self.updater.check() and self.updater.take_pending()
-            if pending:
-                self._swap(pending, "update")
-        else:
-            self._background("updater", self.updater.run)
-            if self.uploader is not None:
-                self._background("uploader", self.uploader.run)
-            self._background("heartbeat", self._heartbeats)
-        self.beat()
-        self.watchdog.ready(f"serving {self.classifier.version}")
-        log.info("running: model %s on %s", self.classifier.version, describe(self.classifier))
         self.stats = Stats()
         try:
+            if self.once:
+                pending = self.updater.check() and self.updater.take_pending()
+                if pending:
+                    self._swap(pending, "update")
+            else:
+                self._background("updater", self.updater.run)
+                if self.uploader is not None:
+                    self._background("uploader", self.uploader.run)
+                self._background("heartbeat", self._heartbeats)
+            self.beat()
+            self.watchdog.ready(f"serving {self.classifier.version}")
+            log.info("running: model %s on %s", self.classifier.version, describe(self.classifier))
             for frame in self.source.frames(self.stop):
                 pending = self.updater.take_pending()
                 if pending is not None:

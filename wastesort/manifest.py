@@ -141,7 +141,7 @@ class Manifest(_Model):
         """Parse manifest bytes, refusing schema versions this reader does not know."""
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # decode, int-size and nesting errors
             raise ManifestError(f"manifest is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ManifestError("manifest must be a JSON object")

@@ -170,7 +170,7 @@ def _validation(exc: ValidationError) -> Problem:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError covers decode and int-size errors
         raise Problem("malformed-request", f"the body is not valid JSON: {exc}") from None
 
 

@@ -213,6 +213,24 @@ def truncated(jpeg: bytes) -> bytes:
             400,
             "malformed-request",
         ),
+        (  # JSON the decoder refuses past its limits: a huge integer, deep nesting
+            lambda c, i: c.post(
+                "/predict",
+                content=b'{"image_base64": "aaaa", "top_k": 1' + b"0" * 5000 + b"}",
+                headers={"content-type": "application/json"},
+            ),
+            400,
+            "malformed-request",
+        ),
+        (
+            lambda c, i: c.post(
+                "/predict/batch",
+                content=b"[" * 100_000,
+                headers={"content-type": "application/json"},
+            ),
+            400,
+            "malformed-request",
+        ),
         (lambda c, i: c.post("/predict", json={"image": "x"}), 422, "validation-error"),
         (
             lambda c, i: c.post("/predict", json={"image_base64": "x", "image_url": "https://a"}),

@@ -13,6 +13,7 @@ from wastesort import Classifier
 from wastesort.errors import (
     IntegrityError,
     ManifestError,
+    NotFoundError,
     RegistryError,
     SignatureError,
     UnsupportedSchemaError,
@@ -138,6 +139,10 @@ def test_tampered_artifact_is_refused(tmp_path: Path, tiny_int8: Path):
         Classifier.load(tmp_path / "reg")
     artifact.write_bytes(bytes(data[:-10]))
     with pytest.raises(IntegrityError, match="truncated"):
+        Classifier.load(tmp_path / "reg")
+
+    artifact.unlink()
+    with pytest.raises(NotFoundError, match="missing"):
         Classifier.load(tmp_path / "reg")
 
 

@@ -91,6 +91,20 @@ def test_sha256_mismatch_is_refused(tmp_path, edge_registry, tiny_models):
     assert "sha256" in updater.last_error
 
 
+def test_a_promoted_version_missing_its_file_keeps_the_old_model(
+    tmp_path, edge_registry, tiny_models
+):
+    updater = make_updater(tmp_path / "state", edge_registry.uri)
+    updater.start()
+    publish(edge_registry, tiny_models / "tiny_float.tflite", "v2", float_model=True)
+    edge_registry.promote("production", "v2", by="test")
+    (Path(edge_registry.uri) / "artifacts/v2/model.tflite").unlink()
+    assert updater.check() is None
+    assert updater.take_pending() is None
+    assert updater.status()["version"] == "v1"
+    assert "missing" in updater.last_error
+
+
 def test_bad_signature_is_refused(tmp_path, edge_registry, tiny_models):
     private, public = generate_keypair()
     other_private, _ = generate_keypair()

@@ -23,6 +23,7 @@ from typing import Any
 from wastesort.errors import (
     ConcurrentUpdateError,
     IntegrityError,
+    NotFoundError,
     RegistryError,
     VersionExistsError,
 )
@@ -83,7 +84,10 @@ def verify_bytes(data: bytes, ref: ArtifactRef) -> None:
 
 
 def _verified(path: Path, ref: ArtifactRef) -> bytes:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{ref.path} is in the manifest but missing on disk") from None
     verify_bytes(data, ref)
     return data
 
