@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.config import ConfigError, EdgeConfig, load_config
+from edge.config import ConfigError, EdgeConfig, env_overrides_present, load_config
 from edge.sources import SourceError, parse_source
 
 
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if names := env_overrides_present():
+        logging.getLogger("edge").info("settings from the environment: %s", ", ".join(names))
     if args.command == "check":
         print(config.model_dump_json(indent=2))
         return 0

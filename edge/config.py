@@ -3,20 +3,28 @@
 A device's fleet-wide settings live in `edge.yaml`; per-device values (the device id, a
 registry URI) can come from the environment as `WASTESORT_EDGE_<FIELD>` with `__` between
 nested names (`WASTESORT_EDGE_MODEL__ALIAS=canary`), which is what a systemd
-`EnvironmentFile` provides. Anything invalid is refused at start with one readable message.
+`EnvironmentFile` provides; command-line flags win over both. Anything invalid is refused at
+start with one readable message.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX = "WASTESORT_EDGE_"
+_file_values: ContextVar[dict[str, Any]] = ContextVar("edge_config_file")
 
 
 class ConfigError(Exception):
@@ -202,8 +210,9 @@ class EdgeConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment (per device) wins over the YAML file (per fleet).
-        return env_settings, init_settings
+        # Command-line flags win over the environment (per device), which wins over the
+        # YAML file (per fleet); `load_config` hands the file's values over in `_file_values`.
+        return init_settings, env_settings, InitSettingsSource(settings_cls, _file_values.get({}))
 
 
 def _describe(exc: ValidationError) -> str:
@@ -235,20 +244,22 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> EdgeConfig:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of settings at the top level")
         data = loaded or {}
-    _merge(data, overrides)
+    token = _file_values.set(data)
     try:
-        return EdgeConfig(**data)
+        return EdgeConfig(**_without_none(overrides))
     except ValidationError as exc:
         origin = f"{path}" if path else "the settings"
         raise ConfigError(f"{origin} is invalid:\n{_describe(exc)}") from None
+    finally:
+        _file_values.reset(token)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        elif value is not None:
-            base[key] = value
+def _without_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in values.items()
+        if value is not None
+    }
 
 
 def env_overrides_present() -> list[str]:

@@ -238,6 +238,10 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     config = load_config(path)
     assert config.device_id == "bin-42"
     assert config.model.alias == "canary"
+    # and a command-line flag wins over the environment
+    flagged = load_config(path, model={"alias": "production", "registry": None})
+    assert (flagged.device_id, flagged.model.alias) == ("bin-42", "production")
+    assert flagged.model.registry == config.model.registry
 
 
 def test_example_config_is_valid():
