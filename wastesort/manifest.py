@@ -19,7 +19,14 @@ from wastesort.errors import ManifestError, UnsupportedSchemaError
 SCHEMA_VERSION = 1
 DEFAULT_ALIAS = "production"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # version ids and alias names
+_NAME_RULE = "letters, digits, '.', '_' and '-' (max 128), no '..'"
+
+
+def check_alias(alias: str) -> None:
+    """Raise ManifestError unless `alias` can name an alias (and so follow '@' in a model URI)."""
+    if not _NAME.match(alias) or ".." in alias:
+        raise ManifestError(f"alias {alias!r}: alias names use {_NAME_RULE}")
 
 
 def utcnow() -> datetime:
@@ -91,7 +98,7 @@ class ModelEntry(_Model):
     @classmethod
     def _valid_version(cls, value: str) -> str:
         if not _NAME.match(value) or ".." in value:
-            raise ValueError("version ids use letters, digits, '.', '_' and '-' (max 128), no '..'")
+            raise ValueError(f"version ids use {_NAME_RULE}")
         return value
 
     @classmethod

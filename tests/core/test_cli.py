@@ -111,6 +111,9 @@ def test_registry_commands(registry_dir: Path, tiny_int8: Path):
     ]
     bad = cli(*reg, "promote", "production", "nope")
     assert bad.returncode == 2 and "unknown model version 'nope'" in bad.stderr
+    for alias in ("prod/eu", ""):  # could never be resolved from a model URI
+        bad = cli(*reg, "promote", alias, "tiny-2")
+        assert bad.returncode == 2 and "alias names use" in bad.stderr
 
 
 def test_registry_list_of_the_bundled_model():

@@ -34,6 +34,7 @@ from wastesort.manifest import (
     GoldenItem,
     Manifest,
     ModelEntry,
+    check_alias,
     utcnow,
 )
 from wastesort.registry.local import LocalStore
@@ -342,6 +343,7 @@ def _move(
     manifest: Manifest, alias: str, version: str, *, by: str, action: str, reason: str | None
 ) -> None:
     manifest.entry(version)  # raises for an unknown version
+    check_alias(alias)
     if alias in manifest.versions:
         raise RegistryError(f"{alias!r} is a version id; pick another alias name")
     state = manifest.aliases.get(alias)
