@@ -242,10 +242,12 @@ def http_bench(
 
 CHILD = """
 import json, os, sys, time
-if os.environ.get("BENCH_TF_LITE_SHIM"):
-    # wastesort.runtime imports `tensorflow.lite`, the source package, which lacks the
-    # public `Interpreter`; point it at the API module `tf.lite` as a fixed core would.
+if os.environ.get("BENCH_TF_LITE"):
+    # The baseline: the same handler on TensorFlow's tf.lite interpreter, which the serving
+    # core never imports; hand it to the core as its only runtime.
     import tensorflow as tf
+    import wastesort.runtime
+    wastesort.runtime._CANDIDATES = (("tensorflow", "tensorflow.lite"),)
     sys.modules["tensorflow.lite"] = tf.lite
 event = json.load(open(sys.argv[2]))
 module = __import__(sys.argv[1], fromlist=["handler"])
@@ -357,9 +359,8 @@ def cold_start(
                 [PY],
                 {
                     **api_env,
-                    "WASTESORT_RUNTIME": "tensorflow",
                     "TF_CPP_MIN_LOG_LEVEL": "3",
-                    "BENCH_TF_LITE_SHIM": "1",
+                    "BENCH_TF_LITE": "1",
                 },
             ),
             "Keras baseline handler": (

@@ -24,12 +24,11 @@ EDGETPU_LIBRARY = {"linux": "libedgetpu.so.1", "darwin": "libedgetpu.1.dylib"}.g
     sys.platform, "edgetpu.dll"
 )
 
-# (name reported, module to import, attribute path to the module with Interpreter)
+# (name reported, module with Interpreter and load_delegate). TensorFlow's own tf.lite is
+# deliberately not one: the serving path never imports TensorFlow.
 _CANDIDATES = (
-    ("ai-edge-litert", "ai_edge_litert.interpreter", ""),
-    ("tflite-runtime", "tflite_runtime.interpreter", ""),
-    # `tensorflow.lite` the package is TF's source tree; `tf.lite` the attribute is the API.
-    ("tensorflow", "tensorflow", "lite"),
+    ("ai-edge-litert", "ai_edge_litert.interpreter"),
+    ("tflite-runtime", "tflite_runtime.interpreter"),
 )
 
 
@@ -62,25 +61,29 @@ class _Backend:
         return self.module.Interpreter
 
     def load_delegate(self, library: str) -> Any:
-        load = getattr(self.module, "load_delegate", None)
-        if load is None:  # tf.lite keeps it under experimental
-            load = self.module.experimental.load_delegate
-        return load(library)
+        return self.module.load_delegate(library)
 
 
 @cache
 def backend(prefer: str | None = None) -> _Backend:
     """The first importable runtime (or `prefer`, e.g. from WASTESORT_RUNTIME)."""
     prefer = prefer or os.environ.get("WASTESORT_RUNTIME") or None
-    candidates = [c for c in _CANDIDATES if prefer in (None, c[0])]
+    names = [name for name, _ in _CANDIDATES]
+    if prefer is not None and prefer not in names:
+        raise ModelError(
+            f"WASTESORT_RUNTIME={prefer} is not a runtime wastesort can use ({', '.join(names)})",
+            code="no_runtime",
+        )
     errors = []
-    for name, module_name, attribute in candidates:
+    for name, module_name in _CANDIDATES:
+        if prefer not in (None, name):
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
             continue
-        return _Backend(name, _version(name), getattr(module, attribute) if attribute else module)
+        return _Backend(name, _version(name), module)
     raise ModelError(
         "no TFLite runtime is installed; install ai-edge-litert (or tflite-runtime on a device). "
         + "; ".join(errors),
@@ -101,7 +104,12 @@ def default_threads() -> int:
     """Threads per interpreter: WASTESORT_NUM_THREADS, else the CPUs we may use (max 4)."""
     configured = os.environ.get("WASTESORT_NUM_THREADS")
     if configured:
-        return max(1, int(configured))
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ModelError(
+                f"WASTESORT_NUM_THREADS={configured} is not a whole number", code="bad_setting"
+            ) from None
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -13,6 +13,7 @@ from wastesort import Classifier, Prediction
 from wastesort.errors import EmptyImageError, IntegrityError, ModelError
 from wastesort.manifest import InputSpec
 from wastesort.registry import Registry
+from wastesort.runtime import backend
 
 ALL_SAMPLES = sorted(SAMPLES.rglob("*.jpg"))
 
@@ -182,13 +183,21 @@ def test_missing_delegate_library_is_logged_not_noisy(tmp_path: Path, tiny_int8:
     assert "Exception ignored" not in result.stderr
 
 
-def test_tensorflow_lite_is_the_last_resort_runtime(registry_dir: Path):
-    result = _run(
-        "import os; os.environ['WASTESORT_RUNTIME'] = 'tensorflow'\n"
-        "import wastesort\n"
-        f"c = wastesort.Classifier.load({str(registry_dir)!r})\n"
-        f"p = c.predict(open({str(ALL_SAMPLES[0])!r}, 'rb').read())\n"
-        "print(c.runtime.name, p.model_version)\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["tensorflow", "tiny-1"]
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WASTESORT_RUNTIME", "litert", "WASTESORT_RUNTIME=litert is not a runtime"),
+        ("WASTESORT_RUNTIME", "tensorflow", "ai-edge-litert, tflite-runtime"),
+        ("WASTESORT_NUM_THREADS", "two", "WASTESORT_NUM_THREADS=two is not a whole number"),
+    ],
+)
+def test_a_bad_runtime_setting_is_a_clear_model_error(
+    registry_dir: Path, monkeypatch, variable: str, value: str, message: str
+):
+    monkeypatch.setenv(variable, value)
+    backend.cache_clear()
+    try:
+        with pytest.raises(ModelError, match=message):
+            Classifier.load(registry_dir)
+    finally:
+        backend.cache_clear()
