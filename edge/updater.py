@@ -43,16 +43,6 @@ class SelfTestError(ModelError):
     code = "self_test_failed"
 
 
-def open_registry(uri: str | None, cache_dir: Path) -> Registry:
-    """A local folder, `s3://...`, or an `https://...` registry (read-only)."""
-    text = str(uri or default_model_uri())
-    if text.startswith(("http://", "https://")):
-        from wastesort.registry.http import HttpStore  # noqa: PLC0415
-
-        return Registry(HttpStore(text), cache_dir=cache_dir)
-    return Registry.from_uri(text, cache_dir=cache_dir)
-
-
 @dataclass(frozen=True)
 class Installed:
     """A model on this device's disk."""
@@ -102,7 +92,9 @@ class Updater:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = open_registry(self.config.registry, self.cache_dir)
+            self._registry = Registry.from_uri(
+                self.config.registry or default_model_uri(), cache_dir=self.cache_dir
+            )
         return self._registry
 
     # --- state on disk -----------------------------------------------------------------------
