@@ -19,19 +19,22 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from wastesort.classifier import split_ref
 from wastesort.errors import IntegrityError
-from wastesort.manifest import Manifest, ModelEntry
-from wastesort.registry import verify_bytes
+from wastesort.manifest import ModelEntry
+from wastesort.registry import Registry
+from wastesort.registry.s3 import S3Store
 
 ENV_MODEL_URI = "MODEL_URI"
 ENV_MODEL_SHA256 = "MODEL_SHA256"
 ENV_TARGET = "TARGET_VERSION_ARN"
 ENV_EXPECTED_VERSION = "EXPECTED_MODEL_VERSION"
-MANIFEST_NAME = "manifest.json"
 
 log = logging.getLogger("wastesort.hooks.pre_traffic")
 log.setLevel(logging.INFO)
@@ -75,47 +78,30 @@ class Clients:
     codedeploy: Any
 
 
-def parse_model_uri(uri: str) -> tuple[str, str, str | None]:
-    """Split `s3://bucket/prefix@ref` into bucket, prefix and ref (None: the default alias).
-
-    Raises:
-        HookError: not an `s3://` registry URI.
-    """
-    location, _, ref = uri.partition("@")
-    if not location.startswith("s3://"):
-        raise HookError(f"{ENV_MODEL_URI} must be an s3:// registry URI, got {uri!r}")
-    bucket, _, prefix = location.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise HookError(f"{ENV_MODEL_URI} names no bucket: {uri!r}")
-    return bucket, prefix.strip("/"), ref or None
-
-
-def _key(prefix: str, path: str) -> str:
-    return f"{prefix}/{path}" if prefix else path
-
-
 def load_golden(s3: Any, model_uri: str) -> tuple[ModelEntry, list[GoldenCase]]:
-    """Resolve the model the URI names and read its golden images, verifying each sha256.
+    """Resolve the model the URI names and read its golden images, each verified by sha256.
 
     Args:
         s3: a boto3 S3 client.
-        model_uri: the API's `MODEL_URI`.
+        model_uri: the API's `MODEL_URI`, `s3://bucket/prefix[@ref]`.
 
     Returns:
         The manifest entry and its golden cases.
 
     Raises:
-        HookError: a golden image does not match its recorded sha256.
-        wastesort.errors.ManifestError: the manifest is invalid or does not know the ref.
+        HookError: not an `s3://` URI, or a golden image does not match its sha256 and size.
+        wastesort.errors.WastesortError: the registry cannot be read or does not know the ref.
     """
-    bucket, prefix, ref = parse_model_uri(model_uri)
-    raw = s3.get_object(Bucket=bucket, Key=_key(prefix, MANIFEST_NAME))["Body"].read()
-    entry = Manifest.parse(raw).resolve(ref)
+    location, ref = split_ref(model_uri)
+    if not location.startswith("s3://"):
+        raise HookError(f"{ENV_MODEL_URI} must be an s3:// registry URI, got {model_uri!r}")
+    cache = Path(tempfile.gettempdir()) / "wastesort-hook"  # Lambda's only writable place
+    registry = Registry(S3Store(location, client=s3), cache_dir=cache)
+    entry = registry.resolve(ref)
     cases = []
     for item in entry.golden_set:
-        data = s3.get_object(Bucket=bucket, Key=_key(prefix, item.image.path))["Body"].read()
         try:
-            verify_bytes(data, item.image)  # size and sha256, as every reader checks them
+            _, data = registry.fetch_content(item.image)
         except IntegrityError as exc:
             raise HookError(
                 f"golden image {item.image.path} does not match its sha256 and size ({exc})"

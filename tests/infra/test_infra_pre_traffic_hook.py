@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
+from moto import mock_aws
 
 from functions.hooks import pre_traffic as hook
 from infra import constants as c
@@ -65,7 +67,7 @@ def _http(status: int, body: dict[str, Any]) -> dict[str, Any]:
 
 
 class Aws:
-    """Three stubbed clients; each test queues the calls it expects, in order."""
+    """S3 in moto; Lambda and CodeDeploy stubbed, each test queueing the calls it expects."""
 
     def __init__(self) -> None:
         kwargs = {
@@ -78,22 +80,17 @@ class Aws:
             lambda_=boto3.client("lambda", **kwargs),
             codedeploy=boto3.client("codedeploy", **kwargs),
         )
-        self.s3 = Stubber(self.clients.s3)
+        self.clients.s3.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
         self.lambda_ = Stubber(self.clients.lambda_)
         self.codedeploy = Stubber(self.clients.codedeploy)
 
     def registry(self, manifest: bytes, images: dict[str, bytes]) -> None:
-        self.s3.add_response(
-            "get_object",
-            {"Body": _body(manifest)},
-            {"Bucket": BUCKET, "Key": "registry/manifest.json"},
-        )
+        self.clients.s3.put_object(Bucket=BUCKET, Key="registry/manifest.json", Body=manifest)
         for name, data in images.items():
-            self.s3.add_response(
-                "get_object",
-                {"Body": _body(data)},
-                {"Bucket": BUCKET, "Key": f"registry/artifacts/{VERSION}/{name}"},
-            )
+            key = f"registry/artifacts/{VERSION}/{name}"
+            self.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=data)
 
     def answer(self, response: dict[str, Any]) -> None:
         expected = {"FunctionName": TARGET, "InvocationType": "RequestResponse", "Payload": ANY}
@@ -123,22 +120,23 @@ class Aws:
         )
 
     def __enter__(self) -> Aws:
-        for stub in (self.s3, self.lambda_, self.codedeploy):
+        for stub in (self.lambda_, self.codedeploy):
             stub.activate()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for stub in (self.s3, self.lambda_, self.codedeploy):
+        for stub in (self.lambda_, self.codedeploy):
             stub.deactivate()
 
     def assert_no_pending(self) -> None:
-        for stub in (self.s3, self.lambda_, self.codedeploy):
+        for stub in (self.lambda_, self.codedeploy):
             stub.assert_no_pending_responses()
 
 
 @pytest.fixture
-def aws() -> Iterator[Aws]:
-    with Aws() as stubs:
+def aws(tmp_path, monkeypatch) -> Iterator[Aws]:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the hook's download cache
+    with mock_aws(), Aws() as stubs:
         yield stubs
 
 
@@ -257,21 +255,22 @@ def test_first_deployment_trigger_passes_quietly(aws: Aws) -> None:
     assert hook.handler({}, None, clients=aws.clients, env=ENV)["status"] == "Succeeded"
 
 
-@pytest.mark.parametrize(
-    ("uri", "expected"),
-    [
-        ("s3://b/registry@v1", ("b", "registry", "v1")),
-        ("s3://b/a/b/@production", ("b", "a/b", "production")),
-        ("s3://b", ("b", "", None)),
-    ],
-)
-def test_parse_model_uri(uri: str, expected: tuple[str, str, str | None]) -> None:
-    assert hook.parse_model_uri(uri) == expected
+def test_a_model_uri_outside_s3_is_a_failed_check(aws: Aws) -> None:
+    env = {**ENV, hook.ENV_MODEL_URI: "models@production"}
+    with pytest.raises(hook.GoldenSetError, match="must be an s3:// registry URI"):
+        hook.handler({}, None, clients=aws.clients, env=env)
 
 
-def test_parse_model_uri_refuses_local_paths() -> None:
-    with pytest.raises(hook.HookError, match="s3://"):
-        hook.parse_model_uri("models@production")
+def test_the_ref_is_split_as_everywhere_else(aws: Aws) -> None:
+    """`@` inside the prefix belongs to the prefix; only the last segment's `@` names a ref."""
+    aws.registry(manifest_bytes(), {})
+    with pytest.raises(hook.GoldenSetError, match="s3://registry-bucket/registry@x/y"):
+        hook.handler(
+            {},
+            None,
+            clients=aws.clients,
+            env={**ENV, hook.ENV_MODEL_URI: f"s3://{BUCKET}/registry@x/y"},
+        )
 
 
 def test_the_event_is_one_mangum_understands() -> None:
