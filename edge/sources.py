@@ -18,10 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.config import SourceConfig, TriggerConfig
+from wastesort.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
 class SourceError(Exception):

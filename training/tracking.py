@@ -90,9 +90,6 @@ class Tracker:
     def metrics(self, metrics: dict[str, float]) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
-    def artifacts(self, directory: Path) -> None:
-        self.mlflow.log_artifacts(str(directory))
-
     def register(self, artifact_path: str, aliases: tuple[str, ...]) -> str:
         """Register `artifact_path` of this run as a new model version; set `aliases` on it."""
         client = self.mlflow.MlflowClient()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from wastesort.errors import WastesortError
+from wastesort.preprocess import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 PROGRESS_AFTER = 8  # images; fewer finish before a bar would be worth drawing
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2

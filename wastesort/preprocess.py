@@ -26,6 +26,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 """What Pillow may open (the JPEG opener also reads MPO, the multi-picture JPEG of phones)."""
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
+"""File names taken for images when a folder is scanned (the CLI, the edge folder source)."""
+
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
