@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -124,7 +125,9 @@ class Classifier:
             ModelError: unknown version, integrity or signature failure, unloadable model.
         """
         started = time.perf_counter()
-        base, ref = split_ref(str(uri or default_model_uri()))
+        text = str(uri or default_model_uri())
+        # A file may have '@' in its name (model@v2.tflite); a ref never ends in .tflite.
+        base, ref = (text, None) if text.endswith(".tflite") else split_ref(text)
         if base.endswith(".tflite"):
             content = _read_model(Path(base))
             entry = _entry_for_bare_file(Path(base), content, labels)
@@ -352,6 +355,12 @@ def _from_registry(
     return content, entry, delegate
 
 
+def _version_stem(stem: str) -> str:
+    """A file name made fit for a version id (letters, digits, '.', '_', '-')."""
+    cleaned = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", stem))
+    return cleaned.strip("._-")[:100] or "model"
+
+
 def _entry_for_bare_file(path: Path, content: bytes, labels: Sequence[str] | None) -> ModelEntry:
     """A manifest entry for a `.tflite` outside any registry, read off the model itself."""
     if labels is None:
@@ -369,7 +378,7 @@ def _entry_for_bare_file(path: Path, content: bytes, labels: Sequence[str] | Non
     digest = hashlib.sha256(content).hexdigest()
     _, height, width, _ = (int(v) for v in inp["shape"])
     return ModelEntry(
-        version=f"{path.stem}-{digest[:8]}",
+        version=f"{_version_stem(path.stem)}-{digest[:8]}",
         artifact=ArtifactRef(path=path.name, sha256=digest, size=len(content)),
         labels=list(labels),
         input=InputSpec(

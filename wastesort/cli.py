@@ -256,7 +256,11 @@ def _keygen(out: Path) -> int:
     from wastesort.signing import generate_keypair  # noqa: PLC0415
 
     private_pem, public_pem = generate_keypair()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"wastesort: error: cannot make the folder {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     private_path = out / "signing.pem"
     if private_path.exists():
         print(f"wastesort: error: {private_path} exists; not overwriting a key", file=sys.stderr)

@@ -41,7 +41,7 @@ KINDS: dict[str, Kind] = {
     "content-type-mismatch": Kind(415, "The declared content type does not match the bytes"),
     # shape of the request
     "validation-error": Kind(422, "The request is not valid"),
-    "too-many-images": Kind(422, "Too many images in one batch"),
+    "too-many-images": Kind(422, "Too many images in one request"),
     "not-found": Kind(404, "Not found"),
     "method-not-allowed": Kind(405, "Method not allowed"),
     # the server

@@ -95,6 +95,9 @@ def test_bare_tflite_reads_labels_beside_it(tmp_path: Path, tiny_int8: Path):
     clf = Classifier.load(model)
     assert clf.labels == LABELS
     assert clf.version.startswith("model-")
+    named = tmp_path / "my model@v2.tflite"  # not a registry ref; spaces are fine too
+    named.write_bytes(tiny_int8.read_bytes())
+    assert Classifier.load(named).version.startswith("my-model-v2-")
 
 
 @pytest.mark.parametrize("pool_size", [1, 4])

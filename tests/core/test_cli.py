@@ -129,6 +129,9 @@ def test_keygen_writes_a_usable_pair(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "keys" / "signing.pem").stat().st_mode & 0o077 == 0
     assert cli("registry", "keygen", str(tmp_path / "keys")).returncode == 2  # never overwrites
+    taken = cli("registry", "keygen", str(tmp_path / "keys" / "signing.pem"))  # a file
+    assert taken.returncode == 2 and "cannot make the folder" in taken.stderr
+    assert "Traceback" not in taken.stderr
 
 
 def test_console_script(registry_dir: Path):
