@@ -77,7 +77,7 @@ class TriggerConfig(_Section):
 
 
 class SourceConfig(_Section):
-    kind: Literal["camera", "folder", "image"] = "folder"
+    kind: Literal["camera", "folder", "image"] = "camera"
     path: Path | None = None
     """The folder to watch (`folder`) or the image file (`image`)."""
     watch: bool = True
@@ -194,7 +194,7 @@ class EdgeConfig(BaseSettings):
     device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     state_dir: Path = Path("/var/lib/wastesort-edge")
     model: ModelConfig = Field(default_factory=ModelConfig)
-    source: SourceConfig = Field(default_factory=lambda: SourceConfig(kind="camera"))
+    source: SourceConfig = Field(default_factory=SourceConfig)
     decide: DecideConfig = Field(default_factory=DecideConfig)
     actuators: list[ActuatorConfig] = Field(default_factory=lambda: [LogActuatorConfig()])
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
@@ -264,4 +264,4 @@ def _without_none(values: dict[str, Any]) -> dict[str, Any]:
 
 def env_overrides_present() -> list[str]:
     """Names of the WASTESORT_EDGE_* variables in effect (logged at start)."""
-    return sorted(name for name in os.environ if name.startswith(ENV_PREFIX))
+    return sorted(name for name in os.environ if name.upper().startswith(ENV_PREFIX))

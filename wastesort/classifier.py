@@ -38,9 +38,13 @@ def default_model_uri() -> str:
 
 
 def split_ref(uri: str) -> tuple[str, str | None]:
-    """`base@ref` -> (base, ref); the `@` must be in the last path segment."""
+    """`base@ref` -> (base, ref); the `@` must be in the last path segment.
+
+    A `.tflite` path is a file, whatever its name holds (`model@v2.tflite`): no version id
+    or alias ends in `.tflite`.
+    """
     base, sep, ref = str(uri).rpartition("@")
-    if sep and ref and "/" not in ref:
+    if sep and ref and "/" not in ref and not ref.endswith(".tflite"):
         return base, ref
     return str(uri), None
 
@@ -125,9 +129,7 @@ class Classifier:
             ModelError: unknown version, integrity or signature failure, unloadable model.
         """
         started = time.perf_counter()
-        text = str(uri or default_model_uri())
-        # A file may have '@' in its name (model@v2.tflite); a ref never ends in .tflite.
-        base, ref = (text, None) if text.endswith(".tflite") else split_ref(text)
+        base, ref = split_ref(str(uri or default_model_uri()))
         if base.endswith(".tflite"):
             content = _read_model(Path(base))
             entry = _entry_for_bare_file(Path(base), content, labels)

@@ -20,12 +20,17 @@ SCHEMA_VERSION = 1
 DEFAULT_ALIAS = "production"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # version ids and alias names
-_NAME_RULE = "letters, digits, '.', '_' and '-' (max 128), no '..'"
+_NAME_RULE = "letters, digits, '.', '_' and '-' (max 128), no '..', not ending in '.tflite'"
+
+
+def _valid_name(name: str) -> bool:
+    """Safe as a path segment and after '@' in a model URI (where `.tflite` means a file)."""
+    return bool(_NAME.match(name)) and ".." not in name and not name.endswith(".tflite")
 
 
 def check_alias(alias: str) -> None:
-    """Raise ManifestError unless `alias` can name an alias (and so follow '@' in a model URI)."""
-    if not _NAME.match(alias) or ".." in alias:
+    """Raise ManifestError unless `alias` can name an alias."""
+    if not _valid_name(alias):
         raise ManifestError(f"alias {alias!r}: alias names use {_NAME_RULE}")
 
 
@@ -97,7 +102,7 @@ class ModelEntry(_Model):
     @field_validator("version")
     @classmethod
     def _valid_version(cls, value: str) -> str:
-        if not _NAME.match(value) or ".." in value:
+        if not _valid_name(value):
             raise ValueError(f"version ids use {_NAME_RULE}")
         return value
 

@@ -1,8 +1,8 @@
 """Which TFLite runtime runs the model, with how many threads and which delegate.
 
-Preference: ai-edge-litert (the maintained runtime), then tflite-runtime (older Pi images),
-then TensorFlow's own `tf.lite` (a training machine). Only the first import that succeeds is
-paid for, so the serving path never touches TensorFlow when a runtime is installed.
+Preference: ai-edge-litert (the maintained runtime), then tflite-runtime (older Pi images).
+Only the first import that succeeds is paid for. TensorFlow's own `tf.lite` is never used:
+the serving path does not import TensorFlow.
 """
 
 from __future__ import annotations

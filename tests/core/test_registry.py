@@ -10,6 +10,7 @@ from moto import mock_aws
 
 from tests.conftest import sample_bytes, tiny_fields
 from wastesort import Classifier
+from wastesort.classifier import split_ref
 from wastesort.errors import (
     IntegrityError,
     ManifestError,
@@ -120,6 +121,35 @@ def test_unknown_alias_or_version(registry: Registry, tiny_int8: Path):
     assert info.value.code == "unknown_version"
     with pytest.raises(ManifestError):
         registry.promote("production", "v9")
+
+
+@pytest.mark.parametrize("name", ["prod/eu", "", "a..b", "canary.tflite"])
+def test_a_name_no_model_uri_could_hold_is_refused_before_any_upload(
+    registry: Registry, tiny_int8: Path, name: str
+):
+    with pytest.raises(ManifestError, match="use letters"):
+        publish(registry, tiny_int8, "v1", aliases=[name])
+    with pytest.raises(ManifestError, match="use letters"):
+        publish(registry, tiny_int8, name or "-")
+    # nothing was uploaded by the refused attempt: the artifact's key is still free
+    assert registry.store.put_new("artifacts/v1/model.tflite", tiny_int8)
+    publish(registry, tiny_int8, "v1")
+    with pytest.raises(ManifestError, match="alias names use"):
+        registry.promote(name, "v1")
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("models@production", ("models", "production")),
+        ("s3://b/team@eu/models@v1", ("s3://b/team@eu/models", "v1")),
+        ("s3://b/team@eu/models", ("s3://b/team@eu/models", None)),
+        ("/opt/model@v2.tflite", ("/opt/model@v2.tflite", None)),  # a file, not a ref
+        ("models@", ("models@", None)),
+    ],
+)
+def test_split_ref(uri: str, expected: tuple[str, str | None]):
+    assert split_ref(uri) == expected
 
 
 def test_future_schema_is_refused_clearly(tmp_path: Path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, EdgeConfig, load_config
+from edge.config import ConfigError, EdgeConfig, env_overrides_present, load_config
 from edge.decide import Decision
 from edge.runner import Runner, Watchdog, build_runner
 from edge.updater import Updater
@@ -242,6 +242,13 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     flagged = load_config(path, model={"alias": "production", "registry": None})
     assert (flagged.device_id, flagged.model.alias) == ("bin-42", "production")
     assert flagged.model.registry == config.model.registry
+
+
+def test_one_nested_variable_keeps_the_section_defaults(monkeypatch):
+    monkeypatch.setenv("wastesort_edge_source__trigger__fps", "5")  # read case-insensitively
+    config = load_config()
+    assert (config.source.kind, config.source.trigger.fps) == ("camera", 5)
+    assert "wastesort_edge_source__trigger__fps" in env_overrides_present()
 
 
 def test_example_config_is_valid():

@@ -262,6 +262,8 @@ class Registry:
             VersionExistsError: `version` is already published.
         """
         ModelEntry.check_version(version)  # before anything is uploaded under its name
+        for alias in aliases:
+            check_alias(alias)
         current, _ = self._read()
         if version in current.versions:
             raise VersionExistsError(f"version {version!r} is already published in {self.uri}")
