@@ -65,9 +65,9 @@ class _Backend:
 
 
 @cache
-def backend(prefer: str | None = None) -> _Backend:
-    """The first importable runtime (or `prefer`, e.g. from WASTESORT_RUNTIME)."""
-    prefer = prefer or os.environ.get("WASTESORT_RUNTIME") or None
+def backend() -> _Backend:
+    """The first importable runtime, or the one WASTESORT_RUNTIME names."""
+    prefer = os.environ.get("WASTESORT_RUNTIME") or None
     names = [name for name, _ in _CANDIDATES]
     if prefer is not None and prefer not in names:
         raise ModelError(
