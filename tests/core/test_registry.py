@@ -86,6 +86,29 @@ def test_publish_resolve_promote_rollback_round_trip(registry: Registry, tiny_in
     assert Manifest.parse(manifest.dumps()) == manifest
 
 
+def test_promoting_to_the_current_version_is_a_no_op_that_rollback_skips(
+    registry: Registry, tiny_int8: Path
+):
+    publish(registry, tiny_int8, "v1", aliases=["production"])
+    publish(registry, tiny_int8, "v2", aliases=["production"])
+    registry.promote("production", "v2")  # already there, e.g. after a publish moved it
+    assert [e.to_version for _, e in registry.history("production")] == ["v1", "v2"]
+    assert registry.rollback("production") == "v1"
+    assert registry.resolve().version == "v1"
+
+    # A manifest written before this rule may hold a v2 -> v2 event: rollback looks past it.
+    def self_promote(manifest: Manifest) -> None:
+        state = manifest.aliases["production"]
+        state.version = "v2"
+        state.history += [
+            e.model_copy(update={"action": "promote", "from_version": frm, "to_version": "v2"})
+            for e, frm in ((state.history[0], "v1"), (state.history[0], "v2"))
+        ]
+
+    registry.update(self_promote)
+    assert registry.rollback("production") == "v1"
+
+
 def test_classifier_loads_from_the_registry_uri(registry: Registry, tiny_int8: Path, tmp_path):
     publish(registry, tiny_int8, "v1", aliases=["production"])
     publish(registry, tiny_int8, "v2")

@@ -328,7 +328,9 @@ class Registry:
                 (
                     e.from_version
                     for e in reversed(state.history)
-                    if e.action == "promote" and e.to_version == state.version and e.from_version
+                    if e.action == "promote"
+                    and e.to_version == state.version
+                    and e.from_version not in (None, state.version)
                 ),
                 None,
             )
@@ -350,6 +352,8 @@ def _move(
         raise RegistryError(f"{alias!r} is a version id; pick another alias name")
     state = manifest.aliases.get(alias)
     previous = state.version if state else None
+    if previous == version:  # already there: no event, so a rollback never "undoes" a no-op
+        return
     event = AliasEvent(
         by=by, action=action, from_version=previous, to_version=version, reason=reason
     )
