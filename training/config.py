@@ -6,11 +6,23 @@ recorded in the manifest as `source_config`, so a published model says how it wa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from wastesort.errors import WastesortError
+from wastesort.manifest import check_alias
 
 
 class ConfigError(ValueError):
@@ -58,6 +70,15 @@ class ModelConfig(_Section):
     """Only for BatchNorm layers that train (from scratch); Keras' 0.999 stalls small runs."""
     tta_flip: bool = False
     """Average the logits of the image and its mirror image inside the graph."""
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str | None) -> str | None:
+        if value in (None, "pretrained", "imagenet"):
+            return value
+        if not value.endswith(".weights.h5") or not Path(value).is_file():
+            raise ValueError("expected pretrained, imagenet, null or an existing .weights.h5 file")
+        return value
 
 
 class AugmentConfig(_Section):
@@ -155,6 +176,16 @@ class MlflowConfig(_Section):
     registered_model: str = "wastesort-classifier"
     aliases: tuple[str, ...] = ("candidate",)
 
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in value:
+            if not re.fullmatch(r"[\w-]{1,255}", alias):
+                raise ValueError(f"alias {alias!r}: use letters, digits, '_' and '-'")
+            if alias.lower() == "latest" or re.fullmatch(r"v\d+", alias, re.IGNORECASE):
+                raise ValueError(f"alias {alias!r} is reserved by MLflow (latest, v<number>)")
+        return value
+
 
 class RegistryConfig(_Section):
     uri: str | None = "models"
@@ -164,6 +195,37 @@ class RegistryConfig(_Section):
     signing_key: FilePath | None = None
     """An ed25519 private key (PEM) to sign the published entry with; bins that require a
     signature refuse unsigned models. Keep the key out of the repository."""
+
+    @field_validator("uri")
+    @classmethod
+    def _writable(cls, value: str | None) -> str | None:
+        if value is not None and value.lower().startswith(("http://", "https://")):
+            raise ValueError("an https registry is read-only; publish to a folder or s3://")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in value:
+            _checked(check_alias, alias)
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _key(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from wastesort.signing import load_private_key  # noqa: PLC0415 (cryptography)
+
+            _checked(load_private_key, value)
+        return value
+
+
+def _checked(check: Any, value: Any) -> None:
+    """Run a wastesort check; its error becomes a validation error for the key."""
+    try:
+        check(value)
+    except WastesortError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Config(_Section):
@@ -206,8 +268,25 @@ def _format_error(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         else:
-            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r:.60})")
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {msg} (got {err.get('input')!r:.60})")
     return "invalid training config:\n  " + "\n  ".join(lines)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last one, silently dropping a whole section)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -245,7 +324,7 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = yaml.load(Path(path).read_text(), Loader=_StrictLoader)  # noqa: S506 (safe)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as exc:

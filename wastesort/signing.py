@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from wastesort.errors import SignatureError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from wastesort.manifest import ModelEntry
 
 
@@ -44,15 +46,27 @@ def generate_keypair() -> tuple[bytes, bytes]:
     return private_pem, public_pem
 
 
-def sign(entry: ModelEntry, private_key: bytes | str | Path) -> ModelEntry:
-    """Return a copy of `entry` carrying a signature made with the PEM private key."""
+def load_private_key(private_key: bytes | str | Path) -> Ed25519PrivateKey:
+    """The ed25519 private key in a PEM (bytes, text or a file).
+
+    Raises:
+        SignatureError: it is not an unencrypted ed25519 private key (a public key, say).
+    """
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
 
-    key = serialization.load_pem_private_key(_read(private_key), password=None)
+    try:
+        key = serialization.load_pem_private_key(_read(private_key), password=None)
+    except (ValueError, TypeError) as exc:
+        raise SignatureError(f"not a PEM private key without a password: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError("the signing key is not an ed25519 private key")
-    signature = key.sign(entry.signing_payload())
+    return key
+
+
+def sign(entry: ModelEntry, private_key: bytes | str | Path) -> ModelEntry:
+    """Return a copy of `entry` carrying a signature made with the PEM private key."""
+    signature = load_private_key(private_key).sign(entry.signing_payload())
     return entry.model_copy(update={"signature": base64.b64encode(signature).decode()})
 
 

@@ -34,6 +34,13 @@ def test_overrides_are_typed_and_nested():
         ("quantize.gate.min_agreement=2", "quantize.gate.min_agreement"),
         ("train.mixup=-1", "train.mixup"),
         ("registry.signing_key=/nonexistent/key.pem", "registry.signing_key"),
+        ("model.weights=pretrainde", "model.weights"),
+        ("model.weights=/nonexistent/lite0.weights.h5", "model.weights"),
+        ("registry.aliases=[Prod!]", "registry.aliases"),
+        ("registry.aliases=[model.tflite]", "registry.aliases"),
+        ("mlflow.aliases=[v1]", "mlflow.aliases"),
+        ("mlflow.aliases=[latest]", "mlflow.aliases"),
+        ("registry.uri=https://models.example.com/wastesort", "registry.uri"),
     ],
 )
 def test_bad_key_or_value_names_the_key(override: str, key: str):
@@ -72,3 +79,27 @@ def test_cli_rejects_bad_config_before_any_work(capsys: pytest.CaptureFixture[st
 def test_cli_prints_resolved_config(capsys: pytest.CaptureFixture[str]):
     assert main(["run", "--config", str(CONFIGS / "quick.yaml"), "--print-config"]) == 0
     assert '"backbone": "efficientnet_lite0"' in capsys.readouterr().out
+
+
+def test_a_public_key_is_not_a_signing_key(tmp_path: Path):
+    from wastesort.signing import generate_keypair
+
+    private, public = generate_keypair()
+    (tmp_path / "k.pem").write_bytes(private)
+    (tmp_path / "k.pub").write_bytes(public)
+    assert load_config(None, [f"registry.signing_key={tmp_path / 'k.pem'}"]).registry.signing_key
+    with pytest.raises(ConfigError, match=r"registry\.signing_key: .*not a PEM private key"):
+        load_config(None, [f"registry.signing_key={tmp_path / 'k.pub'}"])
+
+
+def test_a_weights_file_is_accepted(tmp_path: Path):
+    (tmp_path / "mine.weights.h5").write_bytes(b"")
+    cfg = load_config(None, [f"model.weights={tmp_path / 'mine.weights.h5'}"])
+    assert cfg.model.weights == str(tmp_path / "mine.weights.h5")
+
+
+def test_a_key_given_twice_in_a_file_is_an_error(tmp_path: Path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("train: {head: {epochs: 3}}\nname: x\ntrain: {batch_size: 8}\n")
+    with pytest.raises(ConfigError, match="key 'train' appears twice"):
+        load_config(path)
