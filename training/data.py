@@ -127,10 +127,16 @@ def scan(cfg: DataConfig, spec: InputSpec) -> tuple[list[str], list[Item], np.nd
 
 
 def hashes_in(paths: tuple[Path, ...] | list[Path]) -> set[str]:
-    """sha256 of every file under `paths` (files or folders; missing ones are skipped)."""
+    """sha256 of every file under `paths` (files or folders).
+
+    Raises:
+        DataError: a path does not exist (a typo would silently train on held-out images).
+    """
     found: set[str] = set()
     for entry in paths:
         path = Path(entry)
+        if not path.exists():
+            raise DataError(f"data.test_include: {path} does not exist (relative to {Path.cwd()})")
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         found.update(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
     return found
@@ -158,13 +164,16 @@ def split_items(
     split: dict[str, list[int]] = {name: [] for name in SPLITS}
     for label in labels:
         hashes = sorted(by_class[label])
+        if len(hashes) < len(SPLITS):
+            raise DataError(
+                f"class {label!r} has {len(hashes)} distinct usable image(s); every class needs "
+                f"at least {len(SPLITS)}, one each for train, validation and test"
+            )
         shuffled = [hashes[j] for j in rng.permutation(len(hashes))]
         hashes = [h for h in shuffled if h in forced] + [h for h in shuffled if h not in forced]
         n = len(hashes)
-        n_test = round(n * cfg.test_fraction) if n >= 3 else 0
-        n_val = round(n * cfg.val_fraction) if n >= 3 else 0
-        if n >= 3:
-            n_test, n_val = max(n_test, 1), max(n_val, 1)
+        n_test = max(round(n * cfg.test_fraction), 1)
+        n_val = max(round(n * cfg.val_fraction), 1)
         n_test = max(n_test, sum(h in forced for h in hashes))
         for rank, h in enumerate(hashes):
             name = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"

@@ -91,3 +91,15 @@ def test_fingerprint_names_the_exact_files(image_folder: Path):
     assert fingerprint(items[:-1]) != fingerprint(items)
     split_a, _ = split_items(items, ["glass", "metal", "paper"], DataConfig(dir=image_folder))
     assert sum(len(v) for v in split_a.values()) == len(items)
+
+
+def test_a_class_too_small_for_three_splits_is_a_clear_error(image_folder: Path):
+    for extra in sorted((image_folder / "paper").iterdir())[2:]:
+        extra.unlink()
+    with pytest.raises(DataError, match=r"'paper' has 2 distinct usable image\(s\).*at least 3"):
+        load_dataset(_cfg(image_folder))
+
+
+def test_a_missing_test_include_path_is_a_clear_error(image_folder: Path, tmp_path: Path):
+    with pytest.raises(DataError, match=r"data.test_include: .*sampels does not exist"):
+        load_dataset(_cfg(image_folder, f"data.test_include=[{tmp_path / 'sampels'}]"))
