@@ -9,6 +9,7 @@ import os
 import sys
 
 from training.config import ConfigError, load_config
+from wastesort.errors import WastesortError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,18 +33,23 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
     from training.data import DataError  # noqa: PLC0415
     from training.pipeline import run  # noqa: PLC0415 (TensorFlow, after validation)
     from training.quantize import GateError  # noqa: PLC0415
 
     try:
         result = run(cfg)
-    except DataError as exc:
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except GateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except (WastesortError, MlflowException) as exc:  # registry or tracking server said no
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print((result.run_dir / "model_card.md").read_text())
     print(f"run folder: {result.run_dir}")
     if result.published_version:

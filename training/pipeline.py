@@ -336,7 +336,7 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
     write_report(run_dir, summary, labels)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _log_artifacts(tracker, run_dir)
-    registered = tracker.register("tflite/model_int8.tflite", cfg.mlflow.aliases)
+    registered = tracker.register("tflite/model_int8.tflite", gate_passed=gate.passed)
     summary["mlflow"] = {"run_id": tracker.run_id, "registered_version": registered}
 
     result = RunResult(run_dir, summary, gate, tracker.run_id, timings=timings)

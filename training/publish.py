@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,13 @@ from typing import Any
 import numpy as np
 
 from training.quantize import GateError, GateResult
+from wastesort.errors import RegistryError
 from wastesort.manifest import InputSpec, ModelEntry, OutputSpec
 from wastesort.registry import GoldenSample, Registry
+from wastesort.registry.registry import sha256_file
 from wastesort.scoring import ranked
+
+log = logging.getLogger(__name__)
 
 
 def pick_golden(
@@ -84,12 +89,28 @@ def publish(
 ) -> ModelEntry:
     """Publish to the registry at `uri`, unless the quantization gate failed.
 
+    A rerun that makes the same bytes (same version id) finds its model already published:
+    nothing is uploaded again and the aliases are moved to it.
+
     Raises:
         GateError: the int8 model lost too much against the float model.
     """
     if not gate.passed:
         raise GateError(f"refusing to publish {version} to {uri}: {gate.message()}")
     registry = Registry.from_uri(uri)
+    try:
+        existing = registry.resolve(version)
+    except RegistryError:  # no registry yet, or no such version
+        existing = None
+    if (
+        existing is not None
+        and existing.version == version
+        and existing.artifact.sha256 == sha256_file(model_path)
+    ):
+        log.info("%s is already published in %s (the same bytes); moving aliases", version, uri)
+        for alias in aliases:
+            registry.promote(alias, version, reason="publish (already published)")
+        return existing
     return registry.publish(
         model_path,
         version=version,

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from training.config import MlflowConfig
+from training.config import ConfigError, MlflowConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,18 @@ class Tracker:
         self.mlflow = mlflow
         mlflow.set_tracking_uri(cfg.tracking_uri)
         experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        location = cfg.artifact_location
+        if "://" not in location:
+            location = Path(location).resolve().as_uri()
         if experiment is None:
-            location = cfg.artifact_location
-            if "://" not in location:
-                location = Path(location).resolve().as_uri()
             experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        elif experiment.artifact_location.rstrip("/") != location.rstrip("/"):
+            # MLflow fixes an experiment's artifact folder when it is created.
+            raise ConfigError(
+                f"mlflow.artifact_location: experiment {cfg.experiment!r} keeps its artifacts in "
+                f"{experiment.artifact_location}, not {location}; set that, or a new "
+                "mlflow.experiment"
+            )
         else:
             experiment_id = experiment.experiment_id
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
@@ -90,15 +97,18 @@ class Tracker:
     def metrics(self, metrics: dict[str, float]) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
 
-    def register(self, artifact_path: str, aliases: tuple[str, ...]) -> str:
-        """Register `artifact_path` of this run as a new model version; set `aliases` on it."""
+    def register(self, artifact_path: str, *, gate_passed: bool) -> str:
+        """Register `artifact_path` of this run as a new model version, tagged with the
+        quantization gate's verdict; the configured aliases move to it only if it passed."""
         client = self.mlflow.MlflowClient()
         name = self.cfg.registered_model
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name, description="wastesort int8 TFLite classifier")
         source = f"{self.run.info.artifact_uri}/{artifact_path}"
-        version = client.create_model_version(name, source, run_id=self.run_id)
-        for alias in aliases:
+        version = client.create_model_version(
+            name, source, run_id=self.run_id, tags={"gate": "passed" if gate_passed else "failed"}
+        )
+        for alias in self.cfg.aliases if gate_passed else ():
             client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
 

@@ -99,3 +99,34 @@ def test_mlflow_run_and_registered_alias(tiny_run):
     assert run.data.params["input.height"] == "64"
     version = client.get_model_version_by_alias(cfg.mlflow.registered_model, "quick")
     assert version.run_id == result.mlflow_run_id
+
+
+def test_a_model_the_gate_refused_is_registered_but_gets_no_alias(tiny_run):
+    import mlflow
+
+    from training.tracking import Tracker
+
+    cfg, result, tmp = tiny_run
+    tracker = Tracker(cfg.mlflow, "refused")
+    (tmp / "model_int8.tflite").write_bytes(b"not served")
+    tracker.mlflow.log_artifact(str(tmp / "model_int8.tflite"), "tflite")
+    refused = tracker.register("tflite/model_int8.tflite", gate_passed=False)
+    tracker.end()
+    client = mlflow.MlflowClient()
+    alias = cfg.mlflow.aliases[0]
+    assert client.get_model_version_by_alias(cfg.mlflow.registered_model, alias).run_id == (
+        result.mlflow_run_id
+    )
+    version = client.get_model_version(cfg.mlflow.registered_model, refused)
+    assert version.tags["gate"] == "failed"
+    assert alias not in version.aliases
+
+
+def test_an_experiment_keeps_its_artifact_location(tiny_run):
+    from training.config import ConfigError
+    from training.tracking import Tracker
+
+    cfg, _, tmp = tiny_run
+    moved = cfg.mlflow.model_copy(update={"artifact_location": str(tmp / "elsewhere")})
+    with pytest.raises(ConfigError, match=r"mlflow\.artifact_location: experiment 'wastesort'"):
+        Tracker(moved, "moved")

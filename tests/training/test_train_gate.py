@@ -68,3 +68,45 @@ def test_publish_refuses_a_failing_model_and_leaves_the_registry_alone(
         )
     assert not (tmp_path / "reg" / "manifest.json").exists()
     assert not list(tmp_path.rglob("*.tflite"))  # nothing was uploaded either
+
+
+def test_publishing_the_same_bytes_again_moves_the_aliases_and_uploads_nothing(
+    tmp_path: Path, tiny_int8: Path, tiny_models: Path
+):
+    """A rerun that makes a byte-identical model (same version id) is not an error."""
+    from wastesort.errors import VersionExistsError
+    from wastesort.registry import Registry
+
+    fields = tiny_fields()
+    passing = gate(Y.copy(), Y.copy(), Y, GateConfig())
+
+    def again(model: Path, aliases: list[str]):
+        return publish(
+            str(tmp_path / "reg"),
+            model,
+            version="v-same",
+            gate=passing,
+            labels=LABELS,
+            input_spec=fields["input"],
+            output=fields["output"],
+            metrics={},
+            temperature=1.0,
+            uncertain_threshold=0.0,
+            dataset_fingerprint="f" * 64,
+            mlflow_run_id=None,
+            source_config={},
+            golden=[],
+            aliases=aliases,
+        )
+
+    first = again(tiny_int8, ["production"])
+    manifest_before = (tmp_path / "reg" / "manifest.json").read_text()
+    assert again(tiny_int8, ["production"]) == first
+    assert (tmp_path / "reg" / "manifest.json").read_text() == manifest_before
+    again(tiny_int8, ["production", "canary"])
+    assert Registry.from_uri(tmp_path / "reg").resolve("canary").version == "v-same"
+    other = next(
+        p for p in tiny_models.glob("*.tflite") if p.read_bytes() != tiny_int8.read_bytes()
+    )
+    with pytest.raises(VersionExistsError):  # same id, other bytes: a real clash
+        again(other, [])
