@@ -89,6 +89,14 @@ class _BestMacroF1(keras.callbacks.Callback):
             "val_accuracy": float((pred == self.y_val).mean()),
         }
         self.rows.append(row)
+        log.info(
+            "%s epoch %d: loss %.4f, val macro-F1 %.4f, val accuracy %.4f",
+            self.phase,
+            epoch,
+            row["loss"],
+            score,
+            row["val_accuracy"],
+        )
         if self.hook:
             self.hook(row)
         if score > self.best:
@@ -373,4 +381,5 @@ def _train_from_scratch(
         hook=hook,
         augment=augmenter(cfg.augment, cfg.train.seed),
     )
-    return Trained(model=model, epochs=rows, timings={"scratch_s": time.monotonic() - t0})
+    exported = assemble(backbone, head, tta_flip=cfg.model.tta_flip)  # the trained layers
+    return Trained(model=exported, epochs=rows, timings={"scratch_s": time.monotonic() - t0})

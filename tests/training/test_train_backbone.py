@@ -94,3 +94,24 @@ def test_transplant_refuses_a_wrong_file(lite0_state):
     del broken["_blocks.3._project_conv.weight"]
     with pytest.raises(ValueError, match=r"_blocks\.3\._project_conv\.weight"):
         transplant(model, broken)
+
+
+def test_a_cold_weights_cache_trains_the_same_model(tmp_path: Path):
+    """Converting the `.pth` into the cache must not use random numbers a warm cache does not:
+    the head that is built next gets the same initial weights either way."""
+    import keras
+
+    from training.backbones import build_backbone
+    from training.model import build_head
+
+    heads, kernels = [], []
+    for _ in ("cold", "warm"):
+        keras.utils.set_random_seed(7)
+        backbone = build_backbone(
+            "efficientnet_lite0", (64, 48, 3), weights="pretrained", cache_dir=tmp_path
+        )
+        kernels.append(backbone.get_layer("head_conv").kernel.numpy())
+        heads.append(build_head(1280, 6, 0.2).get_layer("logits").kernel.numpy())
+    assert len(list(tmp_path.glob("lite0-imagenet-*.weights.h5"))) == 1
+    np.testing.assert_array_equal(kernels[0], kernels[1])
+    np.testing.assert_array_equal(heads[0], heads[1])

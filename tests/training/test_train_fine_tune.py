@@ -120,6 +120,7 @@ def test_from_scratch_trains_every_layer_and_the_batchnorm_statistics(
             "model.backbone=mobilenet_v2",
             "model.alpha=0.35",
             "model.weights=null",
+            "model.tta_flip=true",
             "train.head.epochs=1",
             f"cache_dir={tmp_path / 'cache'}",
         ],
@@ -141,6 +142,7 @@ def test_from_scratch_trains_every_layer_and_the_batchnorm_statistics(
     trained = train_module.train(cfg, ds, pixels)
 
     assert [r["phase"] for r in trained.epochs] == ["scratch"]
+    assert "tta_mean" in [layer.name for layer in trained.model.layers]  # model.tta_flip kept
     final = _weights(_inner(trained.model.get_layer("mobilenet_v2_0.35")), set(names))
     for name in names:
         assert not np.allclose(initial[name][0], final[name][0]), f"{name} did not train"

@@ -26,22 +26,23 @@ def lite_pth_path(variant: str) -> Path:
 
 
 def _lite_pretrained(model: keras.Model, variant: str, cache_dir: Path) -> None:
-    """Transplant the `.pth` weights, caching the converted Keras weights by the file's hash."""
+    """Transplant the `.pth` weights, caching the converted Keras weights by the file's hash.
+
+    The weights go straight into `model` (any input size: the kernels do not depend on it), so
+    a cold cache builds no extra network and draws no extra random numbers: a run trains the
+    same model whether or not the cache was there."""
     pth = lite_pth_path(variant)
     digest = hashlib.sha256(pth.read_bytes()).hexdigest()[:16]
     cached = cache_dir / f"{variant.removeprefix('efficientnet_')}-imagenet-{digest}.weights.h5"
     if cached.exists():
         model.load_weights(cached, skip_mismatch=False)
         return
-    reference = build_lite(variant, (224, 224, 3), include_top=False)
-    state = load_state_dict(pth)
-    used = transplant(reference, state)
+    used = transplant(model, load_state_dict(pth))
     log.info("transplanted %d tensors from %s", used, pth.name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp.weights.h5")
-    reference.save_weights(tmp)
+    model.save_weights(tmp)
     tmp.replace(cached)
-    model.load_weights(cached)
 
 
 def _with_momentum(model: keras.Model, momentum: float) -> None:
