@@ -69,13 +69,19 @@ class Health:
         return report
 
     def beat(self, send: Callable[[str, bytes], None] | None = None) -> dict[str, Any]:
-        """Write health.json; also `send` it (best effort: the next beat supersedes it)."""
+        """Write health.json; also `send` it (best effort: the next beat supersedes it).
+
+        Raises:
+            OSError: health.json not written (a full disk); it was still sent.
+        """
         report = self.snapshot()
         body = (json.dumps(report, indent=2, default=str) + "\n").encode()
-        write_atomic(self.path, body)
-        if send is not None:
-            try:
-                send(self.device_id, body)
-            except Exception as exc:  # offline: health.json still has it
-                log.info("heartbeat not sent (%s: %s)", type(exc).__name__, exc)
+        try:
+            write_atomic(self.path, body)
+        finally:
+            if send is not None:
+                try:
+                    send(self.device_id, body)
+                except Exception as exc:  # offline: health.json still has it
+                    log.info("heartbeat not sent (%s: %s)", type(exc).__name__, exc)
         return report

@@ -27,7 +27,7 @@ from edge.config import EdgeConfig
 from edge.decide import Debouncer, Decision
 from edge.health import Health
 from edge.sources import Frame, Source, open_source
-from edge.telemetry import TelemetryQueue, Uploader, open_sink
+from edge.telemetry import Sink, TelemetryQueue, Uploader, open_sink
 from edge.updater import Updater, describe
 from wastesort.classifier import Classifier, Prediction
 from wastesort.errors import ImageError
@@ -123,6 +123,8 @@ class Runner:
         once: bool = False,
         watchdog: Watchdog | None = None,
         per_file: bool = False,
+        telemetry_error: str | None = None,
+        sink: Sink | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -130,6 +132,10 @@ class Runner:
         self.actuators = actuators
         self.queue = queue
         self.uploader = uploader
+        self.telemetry_error = telemetry_error
+        """Why the telemetry queue could not be opened (then decisions are made, not recorded)."""
+        self.sink = sink if sink is not None else uploader.sink if uploader is not None else None
+        """Where heartbeats go: also without a queue, so the fleet hears of a full disk."""
         self.once = once
         self.watchdog = watchdog or Watchdog()
         self.stop = threading.Event()
@@ -152,9 +158,11 @@ class Runner:
         self._model_failures = 0
         self._threads: list[threading.Thread] = []
         self.health.provide("model", self._model_status)
-        if queue is not None:
+        if queue is not None or telemetry_error is not None:
             self.health.provide("telemetry", self._telemetry_status)
         self.health.provide("decisions", lambda: self.stats.decisions)
+        if telemetry_error is not None:
+            self._error(telemetry_error)
 
     # --- reporting ---------------------------------------------------------------------------
 
@@ -166,7 +174,9 @@ class Runner:
         return status
 
     def _telemetry_status(self) -> dict[str, Any]:
-        status = self.queue.stats() if self.queue else {}
+        if self.queue is None:
+            return {"error": self.telemetry_error, "not_recorded": self.stats.telemetry_errors}
+        status = self.queue.stats()
         if self.uploader is not None:
             status["upload_failures"] = self.uploader.failures
             status["last_upload_at"] = self.uploader.last_upload_at
@@ -267,6 +277,8 @@ class Runner:
             except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
                 self.stats.telemetry_errors += 1
                 self._error(f"telemetry not recorded: {type(exc).__name__}: {exc}")
+        elif self.telemetry_error is not None:
+            self.stats.telemetry_errors += 1  # counted in the heartbeat; logged once at start
         t5 = time.perf_counter()
         self.stats.seconds["telemetry"] += t5 - t4
         for actuator in self.actuators:
@@ -303,11 +315,18 @@ class Runner:
 
     def _heartbeats(self, stop: threading.Event) -> None:
         while not stop.wait(self.config.health.interval_s):
-            self.beat()
+            self.try_beat()
 
     def beat(self) -> dict[str, Any]:
-        sink = self.uploader.sink if self.uploader is not None else None
-        return self.health.beat(sink.put_heartbeat if sink is not None else None)
+        return self.health.beat(self.sink.put_heartbeat if self.sink is not None else None)
+
+    def try_beat(self) -> None:
+        """A beat that cannot fail: a full disk is logged, and the next interval tries again
+        (the heartbeat thread, and the runner's start, must outlive it)."""
+        try:
+            self.beat()
+        except Exception as exc:
+            self._error(f"heartbeat not written: {type(exc).__name__}: {exc}")
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: Any) -> None:
@@ -329,7 +348,7 @@ class Runner:
                 if self.uploader is not None:
                     self._background("uploader", self.uploader.run)
                 self._background("heartbeat", self._heartbeats)
-            self.beat()
+            self.try_beat()
             self.watchdog.ready(f"serving {self.classifier.version}")
             log.info("running: model %s on %s", self.classifier.version, describe(self.classifier))
             for frame in self.source.frames(self.stop):
@@ -360,10 +379,7 @@ class Runner:
                     log.info("flushed %d telemetry events", sent)
             except Exception as exc:  # offline: the events stay queued for next time
                 log.warning("telemetry kept for later (%s: %s)", type(exc).__name__, exc)
-        try:
-            self.beat()
-        except OSError as exc:
-            log.warning("final heartbeat not written: %s", exc)
+        self.try_beat()
         for actuator in self.actuators:
             try:
                 actuator.close()
@@ -392,16 +408,24 @@ def build_runner(
     source = open_source(
         config.source, once=once, burst=config.decide.frames, pin_factory=pin_factory
     )
-    queue = uploader = None
-    if config.telemetry.enabled:
-        queue = TelemetryQueue(
-            state / "telemetry.sqlite",
-            device_id=config.device_id,
-            max_events=config.telemetry.max_events,
-            durability=config.telemetry.durability,
-        )
+    queue = uploader = telemetry_error = None
+    if not config.telemetry.enabled:
+        sink = None
+    else:
+        try:
+            queue = TelemetryQueue(
+                state / "telemetry.sqlite",
+                device_id=config.device_id,
+                max_events=config.telemetry.max_events,
+                durability=config.telemetry.durability,
+            )
+        except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
+            telemetry_error = (
+                f"telemetry storage unavailable, decisions are not recorded until a restart: "
+                f"{type(exc).__name__}: {exc}"
+            )
         sink = sink or open_sink(config.telemetry.upload_to)
-        if sink is not None:
+        if queue is not None and sink is not None:  # without a queue it still takes heartbeats
             t = config.telemetry
             uploader = Uploader(
                 queue,
@@ -423,4 +447,6 @@ def build_runner(
         uploader=uploader,
         once=once,
         per_file=config.source.kind != "camera",
+        telemetry_error=telemetry_error,
+        sink=sink,
     )

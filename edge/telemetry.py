@@ -266,6 +266,10 @@ class Sink(Protocol):
     def put_heartbeat(self, device_id: str, body: bytes) -> None: ...
 
 
+DEVICE_PREFIX = "telemetry"
+"""The device role may write only under `telemetry/<thing name>/` (infra/constructs/devices.py)."""
+
+
 class S3Sink:
     """Batches at `s3://bucket/prefix/<device id>/events/...`, the latest heartbeat at
     `s3://bucket/prefix/<device id>/heartbeat.json`: everything a device writes is under its
@@ -276,6 +280,13 @@ class S3Sink:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = uri
+        if self.prefix.rpartition("/")[2] != DEVICE_PREFIX:
+            log.warning(
+                "telemetry.upload_to %s: the device role may write only under "
+                "s3://<telemetry bucket>/%s/<device id>/; uploads here will be denied",
+                uri,
+                DEVICE_PREFIX,
+            )
         self._client = client
         self._client_lock = threading.Lock()  # the uploader and the heartbeat share it
 

@@ -26,8 +26,14 @@ import numpy as np
 
 from edge.config import ModelConfig
 from wastesort.classifier import Classifier, default_model_uri
-from wastesort.errors import ImageError, ModelError, SignatureError, WastesortError
-from wastesort.manifest import ModelEntry
+from wastesort.errors import (
+    ImageError,
+    ModelError,
+    RegistryError,
+    SignatureError,
+    WastesortError,
+)
+from wastesort.manifest import ArtifactRef, ModelEntry
 from wastesort.registry import Registry, verify_bytes
 from wastesort.registry.local import write_atomic
 from wastesort.runtime import load_edgetpu_delegate
@@ -51,6 +57,18 @@ class Installed:
     file: str
     variant: str | None = None
 
+    @property
+    def files(self) -> set[str]:
+        """What this install keeps in `models/`: an Edge TPU build keeps the version's CPU
+        build beside it, for a boot without the Coral (no registry needed then)."""
+        if self.variant == "edgetpu":
+            return {self.file, self.cpu_file}
+        return {self.file}
+
+    @property
+    def cpu_file(self) -> str:
+        return f"{self.entry.artifact.sha256}.tflite"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "entry": self.entry.model_dump(mode="json"),
@@ -61,6 +79,10 @@ class Installed:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Installed:
         return cls(ModelEntry.model_validate(data["entry"]), data["file"], data.get("variant"))
+
+
+Prepared = tuple[Classifier, Installed, dict[str, bytes]]
+"""A verified, self-tested model, what it installs, and its files' bytes by name."""
 
 
 class Updater:
@@ -124,7 +146,7 @@ class Updater:
             "rejected": self.rejected,
         }
         write_atomic(self.dir / STATE_FILE, (json.dumps(data, indent=2) + "\n").encode())
-        keep = {STATE_FILE} | {m.file for m in (self.current, self.previous) if m is not None}
+        keep = {STATE_FILE}.union(*(m.files for m in (self.current, self.previous) if m))
         for path in self.dir.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -148,16 +170,23 @@ class Updater:
 
     def _load_installed(self, installed: Installed) -> Classifier:
         entry = installed.entry
-        ref = entry.extra_artifacts[installed.variant] if installed.variant else entry.artifact
-        content = (self.dir / installed.file).read_bytes()
+        variant, path = installed.variant, self.dir / installed.file
+        if variant == "edgetpu" and load_edgetpu_delegate() is None:  # logs why
+            # The hardware is missing, not the model: the same version serves on the CPU and
+            # stays installed (and not rejected), so it runs on the Coral again once it is back.
+            log.warning("model %s: no Edge TPU; serving its CPU build", entry.version)
+            variant, path = None, self.dir / installed.cpu_file
+        ref = entry.extra_artifacts[variant] if variant else entry.artifact
+        if path.name == installed.file or path.exists():
+            content = path.read_bytes()
+        else:  # an Edge TPU install from before the CPU build was kept beside it
+            content = self._fetch(ref)
         verify_bytes(content, ref)
         if self.config.public_key is not None:
             from wastesort.signing import verify  # noqa: PLC0415
 
             verify(installed.entry, self.config.public_key)
-        if installed.variant == "edgetpu" and load_edgetpu_delegate() is None:
-            raise ModelError("the Edge TPU is gone; the CPU model is needed")
-        return self._classifier(content, installed.entry, installed.variant)
+        return self._classifier(content, installed.entry, variant)
 
     def start(self) -> Classifier:
         """The model to serve at boot: the installed one, else the last known good, else a
@@ -167,6 +196,7 @@ class Updater:
             ModelError, RegistryError: nothing installed and the registry cannot provide one.
         """
         self._clean_stale_downloads()
+        failure: Exception | None = None
         for which in ("current", "previous"):
             installed: Installed | None = getattr(self, which)
             if installed is None:
@@ -175,16 +205,18 @@ class Updater:
                 classifier = self._load_installed(installed)
             except (OSError, WastesortError) as exc:
                 self._note(f"installed model {installed.entry.version} unusable: {exc}")
+                failure = exc
                 continue
             if which == "previous":
-                self._reject(self.current, "did not load at start")
+                if not isinstance(failure, RegistryError):  # offline says nothing of the model
+                    self._reject(self.current, "did not load at start")
                 self.current, self.previous = installed, None
                 self._write_state()
             log.info("serving model %s (%s)", classifier.version, describe(classifier))
             return classifier
         entry = self.registry.resolve(self.config.alias)
-        classifier, installed, content = self._prepare(entry)
-        self._install(installed, content)
+        classifier, installed, files = self._prepare(entry)
+        self._install(installed, files)
         log.info("installed model %s (%s)", classifier.version, describe(classifier))
         return classifier
 
@@ -198,7 +230,7 @@ class Updater:
             return None
         return "edgetpu"
 
-    def _prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed, bytes]:
+    def _prepare(self, entry: ModelEntry) -> Prepared:
         """Download, verify, load and self-test `entry`; nothing on disk changes yet."""
         if self.config.public_key is not None:
             from wastesort.signing import verify  # noqa: PLC0415
@@ -206,14 +238,20 @@ class Updater:
             verify(entry, self.config.public_key)
         variant = self._variant_for(entry)
         ref = entry.extra_artifacts[variant] if variant else entry.artifact
+        installed = Installed(entry, f"{ref.sha256}{'_edgetpu' if variant else ''}.tflite", variant)
+        files = {installed.file: self._fetch(ref)}
+        classifier = self._classifier(files[installed.file], entry, variant)
+        if self.config.self_test:
+            self.self_test(classifier)
+        if variant == "edgetpu":  # for a boot without the Coral: see _load_installed
+            files[installed.cpu_file] = self._fetch(entry.artifact)
+        return classifier, installed, files
+
+    def _fetch(self, ref: ArtifactRef) -> bytes:
         fetched, content = self.registry.fetch_content(ref)
         if fetched.is_relative_to(self.cache_dir):
             fetched.unlink(missing_ok=True)  # its copy in models/ is the one kept
-        classifier = self._classifier(content, entry, variant)
-        if self.config.self_test:
-            self.self_test(classifier)
-        file = f"{ref.sha256}{'_edgetpu' if variant else ''}.tflite"
-        return classifier, Installed(entry, file, variant), content
+        return content
 
     def self_test(self, classifier: Classifier) -> None:
         """Replay the golden set published with the version.
@@ -251,11 +289,12 @@ class Updater:
                         f"{label}={actual:.4f}, published {expected:.4f}"
                     )
 
-    def _install(self, installed: Installed, content: bytes) -> None:
-        """Model file first, then state.json: a crash between leaves an unused file."""
+    def _install(self, installed: Installed, files: dict[str, bytes]) -> None:
+        """Model files first, then state.json: a crash between leaves unused files."""
         with self._lock:
-            if not (self.dir / installed.file).exists():
-                write_atomic(self.dir / installed.file, content)
+            for name, content in files.items():
+                if not (self.dir / name).exists():
+                    write_atomic(self.dir / name, content)
             if self.current is not None and self.current.entry.version != installed.entry.version:
                 self.previous = self.current
             self.current = installed
@@ -310,14 +349,14 @@ class Updater:
         prepared = self._try_prepare(entry)
         if prepared is None:
             return None
-        classifier, installed, content = prepared
-        self._install(installed, content)
+        classifier, installed, files = prepared
+        self._install(installed, files)
         with self._lock:
             self._pending = classifier
         log.info("model %s verified and self-tested; switching", entry.version)
         return classifier
 
-    def _try_prepare(self, entry: ModelEntry) -> tuple[Classifier, Installed, bytes] | None:
+    def _try_prepare(self, entry: ModelEntry) -> Prepared | None:
         try:
             return self._prepare(entry)
         except (SignatureError, SelfTestError) as exc:

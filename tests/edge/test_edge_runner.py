@@ -473,3 +473,100 @@ def test_a_failing_actuator_or_telemetry_never_stops_the_bin(tmp_path, edge_regi
     assert stats.telemetry_errors == len(ALL_SAMPLES)
     health = json.loads((tmp_path / "state" / "health.json").read_text())
     assert "servo jammed" in health["last_error"] or "disk is full" in health["last_error"]
+
+
+class HeartbeatSink:
+    """A telemetry sink that keeps the heartbeats it was sent."""
+
+    uri = "memory://"
+
+    def __init__(self) -> None:
+        self.beats: list[dict] = []
+
+    def put(self, key: str, body: bytes) -> None:
+        raise OSError("offline")
+
+    def put_heartbeat(self, device_id: str, body: bytes) -> None:
+        self.beats.append(json.loads(body))
+
+
+def disk_full(*_: object) -> None:
+    raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_at_start_does_not_stop_the_sorting(tmp_path, edge_registry, monkeypatch):
+    """Neither the telemetry queue nor health.json can be written: the runner still starts,
+    decides and actuates every item, and the heartbeat it still sends says why."""
+    import edge.health
+
+    config = edge_config(tmp_path, edge_registry, actuators=[])
+    (tmp_path / "state" / "telemetry.sqlite").mkdir(parents=True)  # cannot be opened
+    monkeypatch.setattr(edge.health, "write_atomic", disk_full)
+    sink = HeartbeatSink()
+    runner = build_runner(config, once=True, sink=sink)
+    assert runner.queue is None
+    recorder = Recorder()
+    runner.actuators.append(recorder)
+    stats = runner.run()
+    assert stats.decisions == len(recorder.seen) == len(ALL_SAMPLES)
+    assert stats.telemetry_errors == len(ALL_SAMPLES)
+    assert len(sink.beats) == 2  # at start and at exit, though health.json was not written
+    telemetry = sink.beats[-1]["telemetry"]
+    assert "telemetry storage unavailable" in telemetry["error"]
+    assert telemetry["not_recorded"] == len(ALL_SAMPLES)
+    assert "heartbeat not written" in runner.health.last_error
+    assert not (tmp_path / "state" / "health.json").exists()
+
+
+def test_the_heartbeat_outlives_a_full_disk(tmp_path, edge_registry, monkeypatch):
+    """ENOSPC on health.json is logged and retried at the next interval; once the disk has
+    room again health.json is fresh, and the failure is in its last_error."""
+    import edge.health
+
+    config = edge_config(tmp_path, edge_registry, actuators=[], health={"interval_s": 0.01})
+    runner = build_runner(config, once=True, sink=(sink := HeartbeatSink()))
+    real_write, failures = edge.health.write_atomic, []
+
+    def full_then_free(path: Path, body: bytes) -> None:
+        if len(failures) < 3:
+            failures.append(path)
+            disk_full()
+        real_write(path, body)
+
+    monkeypatch.setattr(edge.health, "write_atomic", full_then_free)
+    runner._background("heartbeat", runner._heartbeats)
+    health = tmp_path / "state" / "health.json"
+    deadline = time.monotonic() + EDGE_TIMEOUT
+    while not health.exists():
+        assert runner._threads[0].is_alive(), "the heartbeat thread died"
+        assert time.monotonic() < deadline, "no heartbeat after the disk recovered"
+        time.sleep(0.01)
+    runner.shutdown()
+    assert len(failures) == 3
+    assert len(sink.beats) >= 4  # sent while health.json could not be written, too
+    assert "No space left on device" in json.loads(health.read_text())["last_error"]
+
+
+def test_the_systemd_unit_honours_the_configured_state_dir(tmp_path, monkeypatch):
+    """The unit's command line passes no flag that would override edge.yaml or edge.env
+    (flags win over both); with neither, state_dir is the unit's StateDirectory."""
+    import shlex
+
+    from edge.__main__ import _overrides, _parser
+
+    monkeypatch.delenv("WASTESORT_EDGE_STATE_DIR", raising=False)
+    unit = (ROOT / "edge" / "systemd" / "wastesort-edge.service").read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in unit if line.startswith(("ExecStart=", "State")))
+    argv = shlex.split(settings["ExecStart"])
+    args = _parser().parse_args(argv[argv.index("edge") + 1 :])
+    assert args.command == "run" and args.config == Path("/etc/wastesort/edge.yaml")
+    args.config = tmp_path / "edge.yaml"
+
+    args.config.write_text("")
+    assert load_config(args.config, **_overrides(args)).state_dir == Path(
+        "/var/lib", settings["StateDirectory"]
+    )
+    args.config.write_text(f"state_dir: {tmp_path / 'from-yaml'}\n")
+    assert load_config(args.config, **_overrides(args)).state_dir == tmp_path / "from-yaml"
+    monkeypatch.setenv("WASTESORT_EDGE_STATE_DIR", str(tmp_path / "from-env"))
+    assert load_config(args.config, **_overrides(args)).state_dir == tmp_path / "from-env"

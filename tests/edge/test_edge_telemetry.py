@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
 
+from edge.config import load_config
 from edge.telemetry import HttpSink, S3Sink, TelemetryQueue, Uploader, backoff_delay
 from tests.conftest import ROOT
 from tests.edge.conftest import EDGE_TIMEOUT
@@ -73,7 +74,7 @@ def s3():
 
 def uploaded(client) -> list[dict]:
     events = []
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="edge/bin-")
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="telemetry/bin-")
     for page in pages:
         for obj in page.get("Contents", []):
             body = client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
@@ -116,7 +117,7 @@ def test_kill_9_then_upload_through_an_outage_loses_and_duplicates_nothing(tmp_p
     assert acknowledged <= queued
     assert queue.stats()["depth"] == len(queued)
 
-    sink = FlakySink(S3Sink(f"s3://{BUCKET}/edge", client=s3), refuse=3, lose_answer_of=5)
+    sink = FlakySink(S3Sink(f"s3://{BUCKET}/telemetry", client=s3), refuse=3, lose_answer_of=5)
     uploader = Uploader(queue, sink, batch_size=64, backoff_base_s=1, backoff_max_s=8)
     delays = []
     for attempt in range(20):
@@ -133,7 +134,7 @@ def test_kill_9_then_upload_through_an_outage_loses_and_duplicates_nothing(tmp_p
 
     events = uploaded(s3)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
-    assert all(k.startswith("edge/bin-3/events/") for k in keys)  # the device's own prefix
+    assert all(k.startswith("telemetry/bin-3/events/") for k in keys)  # the device's own prefix
     ids = [e["event_id"] for e in events]
     assert len(ids) == len(set(ids)), "an event was uploaded twice"
     assert set(ids) == queued, "an event was lost"
@@ -278,12 +279,14 @@ def test_runner_flushes_to_s3_and_sends_a_heartbeat(tmp_path, s3, edge_registry)
     from tests.edge.test_edge_runner import ALL_SAMPLES, edge_config
 
     config = edge_config(tmp_path, edge_registry, actuators=[])
-    sink = S3Sink(f"s3://{BUCKET}/edge", client=s3)
+    sink = S3Sink(f"s3://{BUCKET}/telemetry", client=s3)
     build_runner(config, once=True, sink=sink).run()
     events = uploaded(s3)
     assert len(events) == len(ALL_SAMPLES)
     assert {e["device_id"] for e in events} == {"bin-7"}
-    beat = json.loads(s3.get_object(Bucket=BUCKET, Key="edge/bin-7/heartbeat.json")["Body"].read())
+    beat = json.loads(
+        s3.get_object(Bucket=BUCKET, Key="telemetry/bin-7/heartbeat.json")["Body"].read()
+    )
     assert beat["model"]["version"] == "v1"
     assert beat["telemetry"]["depth"] == 0
     assert beat["telemetry"]["uploaded"] == len(ALL_SAMPLES)
@@ -302,3 +305,17 @@ def test_http_sink_sends_idempotency_keys(tmp_path):
     assert len(endpoint.bodies) == 2
     assert any(key.startswith("bin-5/") for key in endpoint.bodies)
     queue.close()
+
+
+def test_an_s3_prefix_the_device_role_cannot_write_is_a_warning_at_start(caplog):
+    """The device role allows PutObject only under `telemetry/<thing name>/` (infra)."""
+    S3Sink(f"s3://{BUCKET}/telemetry", client=object())
+    S3Sink(f"s3://{BUCKET}/fleet-a/telemetry/", client=object())
+    assert not caplog.records
+    example = load_config(ROOT / "edge" / "edge.example.yaml").telemetry.upload_to
+    S3Sink(example, client=object())  # what the docs tell a device to use
+    assert not caplog.records
+    S3Sink(f"s3://{BUCKET}/edge", client=object())
+    S3Sink(f"s3://{BUCKET}", client=object())
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    assert "may write only under s3://<telemetry bucket>/telemetry/" in caplog.text

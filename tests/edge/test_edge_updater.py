@@ -391,3 +391,83 @@ def test_self_test_checks_class_only_where_the_model_was_sure(tmp_path, tiny_int
     updater = make_updater(tmp_path / "a", registry.uri)
     assert updater.check() is None
     assert "published 0.0000" in updater.last_error
+
+
+def coral(monkeypatch: pytest.MonkeyPatch, *, plugged: bool) -> None:
+    """Plug or unplug a fake Coral: the updater sees a delegate (or none); the fake Edge TPU
+    build (the tiny model plus one byte) still runs on the CPU inside the classifier."""
+    import edge.updater
+    import wastesort.classifier
+
+    delegate = object() if plugged else None
+    monkeypatch.setattr(edge.updater, "load_edgetpu_delegate", lambda: delegate)
+    monkeypatch.setattr(wastesort.classifier, "load_edgetpu_delegate", lambda: None)
+
+
+def install_on_the_coral(tmp_path: Path, tiny_models: Path, monkeypatch) -> tuple[Registry, Path]:
+    """v1 (float) on the CPU, no Coral at the first boot; then v2 (int8) on the Edge TPU,
+    with v1 its last known good. Returns the registry and the state folder."""
+    registry = Registry.from_uri(tmp_path / "reg", cache_dir=tmp_path / "pc")
+    release(registry, tiny_models, "v1")
+    state = tmp_path / "state"
+    coral(monkeypatch, plugged=False)
+    assert make_updater(state, registry.uri, delegate="edgetpu").start().version == "v1"
+    coral(monkeypatch, plugged=True)
+    tiny_int8 = tiny_models / "tiny_int8.tflite"
+    build = tmp_path / "model_edgetpu.tflite"
+    build.write_bytes(tiny_int8.read_bytes() + b"\0")
+    publish(registry, tiny_int8, "v2", extra_files={"edgetpu": build}, aliases=["production"])
+    updater = make_updater(state, registry.uri, delegate="edgetpu")
+    updater.start()
+    assert updater.check().version == "v2"
+    assert updater.current.variant == "edgetpu"
+    return registry, state
+
+
+def test_a_boot_without_the_coral_serves_the_same_version_on_the_cpu(
+    tmp_path, tiny_models, monkeypatch
+):
+    """A missing Edge TPU is hardware, not a bad model: the installed version serves from its
+    CPU build (kept beside the Edge TPU build, so offline too), is not rejected, and runs on
+    the Coral again once it is back."""
+    registry, state = install_on_the_coral(tmp_path, tiny_models, monkeypatch)
+    cpu_build = (tiny_models / "tiny_int8.tflite").read_bytes()
+    tpu_build = cpu_build + b"\0"
+
+    coral(monkeypatch, plugged=False)
+    offline = make_updater(state, str(tmp_path / "no-such-registry"), delegate="edgetpu")
+    clf = offline.start()
+    assert (clf.version, clf._content) == ("v2", cpu_build)
+    assert clf.runtime.delegate is None
+    assert offline.rejected == {}
+    assert offline.status()["version"] == "v2"
+    assert offline.status()["last_known_good"] == "v1"
+    saved = json.loads((state / "models" / "state.json").read_text())
+    assert saved["current"]["variant"] == "edgetpu"  # unchanged, for when the Coral is back
+
+    coral(monkeypatch, plugged=True)
+    back = make_updater(state, registry.uri, delegate="edgetpu")
+    clf = back.start()
+    assert (clf.version, clf._content) == ("v2", tpu_build)
+    assert back.check() is None  # nothing to update, nothing rejected
+    assert back.rejected == {}
+
+
+def test_an_older_edge_tpu_install_without_its_cpu_build(tmp_path, tiny_models, monkeypatch):
+    """Installed before the CPU build was kept beside it: without the Coral it is fetched
+    from the registry; offline, the last known good serves and the version is not rejected,
+    so the next poll installs it again."""
+    registry, state = install_on_the_coral(tmp_path, tiny_models, monkeypatch)
+    cpu_build = registry.resolve("v2").artifact
+    (state / "models" / f"{cpu_build.sha256}.tflite").unlink(missing_ok=True)
+    coral(monkeypatch, plugged=False)
+
+    offline = make_updater(state, str(tmp_path / "no-such-registry"), delegate="edgetpu")
+    assert offline.start().version == "v1"
+    assert "v2" not in offline.rejected
+
+    online = make_updater(state, registry.uri, delegate="edgetpu")
+    assert online.start().version == "v1"
+    reinstalled = online.check()
+    assert reinstalled is not None and reinstalled.version == "v2"
+    assert reinstalled._content == (tiny_models / "tiny_int8.tflite").read_bytes()  # the CPU build
