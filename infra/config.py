@@ -8,6 +8,7 @@ on the command line (always strings; pydantic coerces them) or a test's `App(con
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,11 @@ class InfraConfig(BaseModel):
     snapstart: bool = False
     log_retention_days: int = 30
 
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins the API answers CORS for (`API_CORS_ORIGINS`); empty: no CORS headers."""
+    url_allowlist: tuple[str, ...] = ()
+    """Hosts `image_url` may name (`API_URL_ALLOWLIST`); empty: URL input is off."""
+
     waf_acl_arn: str | None = Field(default=None, pattern=c.WAF_ARN_PATTERN)
     waf_managed: bool = False
 
@@ -68,6 +74,39 @@ class InfraConfig(BaseModel):
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", "url_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`-c key=a,b` gives one string; cdk.json may give a list. Case never matters."""
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(str(item).strip().lower() for item in items if str(item).strip())
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [origin for origin in value if not re.match(c.CORS_ORIGIN_PATTERN, origin)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: an origin is `https://host[:port]` (no path, no trailing "
+                "slash) or `*`"
+            )
+        return value
+
+    @field_validator("url_allowlist")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [host for host in value if not re.match(c.URL_HOST_PATTERN, host)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: a host name (`images.example.com`), or `*.domain` for its "
+                "subdomains; no scheme, port or path"
+            )
+        return value
 
     @field_validator("log_retention_days")
     @classmethod

@@ -23,6 +23,8 @@ ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_CACHE_DIR = "WASTESORT_CACHE_DIR"
 ENV_TARGET_VERSION_ARN = "TARGET_VERSION_ARN"
 ENV_EXPECTED_VERSION = "EXPECTED_MODEL_VERSION"
+ENV_CORS_ORIGINS = "API_CORS_ORIGINS"
+ENV_URL_ALLOWLIST = "API_URL_ALLOWLIST"
 CACHE_DIR = "/tmp/wastesort"  # noqa: S108 - Lambda's only writable path
 
 # The API's EMF metrics (namespace, dimensions, names).
@@ -35,8 +37,12 @@ METRIC_PREDICTIONS = "Predictions"
 METRIC_UNCERTAIN = "UncertainPredictions"
 METRIC_ERRORS = "PredictionErrors"
 
-# API Gateway: without multipart/form-data it re-encodes uploads before Mangum sees them.
-BINARY_MEDIA_TYPES = ("multipart/form-data", "image/*")
+# API Gateway: a type not listed here reaches Lambda as text, so an upload's bytes would be
+# re-encoded before Mangum sees them. application/octet-stream is a body the API sniffs.
+BINARY_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/octet-stream")
+# Paths API Gateway serves without an API key (the app answers every method on them): the
+# interactive docs and the document they load. OPTIONS never needs a key on any path.
+PUBLIC_PATHS = ("docs", "openapi.json")
 
 # Bin devices: what a device may read and where it may write.
 TELEMETRY_PREFIX = "telemetry"
@@ -60,3 +66,5 @@ BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}$"
 WAF_ARN_PATTERN = r"^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:\d{12}:regional/webacl/[^/]+/[^/]+$"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+CORS_ORIGIN_PATTERN = r"^(\*|https?://[a-z0-9.-]+(:\d{1,5})?)$"
+URL_HOST_PATTERN = r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$"

@@ -12,6 +12,7 @@ from infra.config import InfraConfig
 from infra.constructs.api import RestApi
 from infra.constructs.buckets import access_log_bucket
 from infra.constructs.devices import Devices
+from infra.constructs.log_groups import provider_log_groups
 from infra.constructs.model_bucket import ModelBucket
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.serving import Serving
@@ -56,6 +57,8 @@ class WastesortStack(Stack):
         )
         for alarm in self.monitoring.canary_alarms:
             self.serving.deployment_group.add_alarm(alarm)
+        # Last: the Trigger's provider function exists only once Serving has made it.
+        provider_log_groups(self, retention_days=config.log_retention_days)
         self._output(
             ApiUrl=self.api.api.url,
             ApiKeyId=self.api.api_key.key_id,

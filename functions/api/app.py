@@ -40,7 +40,7 @@ from functions.api.problems import (
     problem_response,
     responses,
 )
-from functions.api.settings import Settings
+from functions.api.settings import MAX_BODY_BYTES, Settings
 from wastesort import Classifier, __version__
 from wastesort.errors import ImageError
 
@@ -185,7 +185,7 @@ IMAGE_PROBLEMS = (
     ("malformed-request", "the body is not valid JSON"),
     ("url-input-disabled", "this deployment does not fetch image URLs"),
     ("url-not-allowed", "host 'images.example.com' resolves to a loopback address"),
-    ("payload-too-large", "the body is over 6,291,456 bytes"),
+    ("payload-too-large", f"the body is over {MAX_BODY_BYTES:,} bytes"),
     ("unsupported-media-type", "text/plain is not served; send image/jpeg, image/png, image/webp"),
     ("content-type-mismatch", "declared image/png but the bytes are image/jpeg"),
     ("url-fetch-failed", "images.example.com answered HTTP 404"),
@@ -460,7 +460,7 @@ def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fet
         responses=ok(BATCH_EXAMPLE)
         | responses(
             ("too-many-images", f"at most {settings.batch_max} images"),
-            ("payload-too-large", "the body is over 6,291,456 bytes"),
+            ("payload-too-large", f"the body is over {settings.max_body_bytes:,} bytes"),
             ("unsupported-media-type", "a batch is multipart (`files`) or JSON (`images`)"),
             ("validation-error", "the JSON body is not valid"),
             ("model-unavailable", "the model is still loading"),

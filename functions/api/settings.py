@@ -14,8 +14,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from wastesort.classifier import default_model_uri
 from wastesort.preprocess import DEFAULT_MAX_PIXELS
 
-LAMBDA_PAYLOAD_LIMIT = 6 * 1024 * 1024
-"""API Gateway + Lambda refuse synchronous payloads above 6 MB; the API refuses them first."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The default body limit. Lambda refuses a synchronous event over 6 MB (6,291,456 bytes), and
+API Gateway base64-encodes a binary body into it (4/3 its size) beside the headers and request
+context, so no body over about 4.5 MiB reaches the app: it fails at the gateway (a 5XX) before
+the app could answer 413. 4 MiB encodes to 5.33 MiB, which leaves room for the rest."""
+URL_MAX_BYTES = 6 * 1024 * 1024
+"""The default for images fetched from a URL: they never travel in the Lambda event."""
 
 
 class Settings(BaseSettings):
@@ -42,7 +47,7 @@ class Settings(BaseSettings):
     model_retry_s: float = Field(default=30.0, ge=0)
     """After a failed load, try again on a request at most this often (no crash loop)."""
 
-    max_body_bytes: int = Field(default=LAMBDA_PAYLOAD_LIMIT, ge=1024)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
     batch_max: int = Field(default=16, ge=1, le=256)
     default_top_k: int | None = Field(default=None, ge=1)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
@@ -50,7 +55,7 @@ class Settings(BaseSettings):
     url_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Hosts (`images.example.com`, or `*.example.com` for subdomains) image URLs may name;
     empty disables URL input."""
-    url_max_bytes: int = Field(default=LAMBDA_PAYLOAD_LIMIT, ge=1024)
+    url_max_bytes: int = Field(default=URL_MAX_BYTES, ge=1024)
     url_connect_timeout_s: float = Field(default=3.0, gt=0)
     url_read_timeout_s: float = Field(default=5.0, gt=0)
     url_total_timeout_s: float = Field(default=10.0, gt=0)

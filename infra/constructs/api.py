@@ -1,4 +1,9 @@
-"""The public door: a REST API proxying every path to the `live` alias, metered by API keys."""
+"""The public door: a REST API proxying every path to the `live` alias, metered by API keys.
+
+Two kinds of request pass without a key, both still answered by the app: CORS preflights
+(`OPTIONS` on any path; browsers never send `x-api-key` on them, and the app's CORS settings
+decide the answer) and the interactive docs (`/docs`, `/openapi.json`).
+"""
 
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ class RestApi(Construct):
             self,
             "Api",
             handler=target,
-            proxy=True,
+            proxy=False,  # the routes below: the proxy, plus methods that need no key
             rest_api_name=config.stack_name,
             description="wastesort: classify a photo of waste into a bin",
             endpoint_types=[apigw.EndpointType.REGIONAL],
@@ -73,7 +78,17 @@ class RestApi(Construct):
                 throttling_burst_limit=config.throttle_burst,
             ),
         )
+        self._routes()
         self.stage = self.api.deployment_stage
+        # Execution logs (LoggingLevel ERROR) go to a group API Gateway names itself; made here
+        # first, it keeps the stage's retention instead of never expiring.
+        execution_logs = log_group(
+            self,
+            "ExecutionLogs",
+            retention_days=config.log_retention_days,
+            name=f"API-Gateway-Execution-Logs_{self.api.rest_api_id}/{config.stage}",
+        )
+        self.stage.node.add_dependency(execution_logs)
         plan = self.api.add_usage_plan(
             "UsagePlan",
             name=f"{config.stack_name}-clients",
@@ -87,6 +102,13 @@ class RestApi(Construct):
         plan.add_api_key(self.api_key)
         self._protect(config)
         self._acknowledge(has_waf=bool(config.waf_acl_arn or config.waf_managed))
+
+    def _routes(self) -> None:
+        """`ANY /` and `ANY /{proxy+}` need a key; `OPTIONS` and the docs paths do not."""
+        proxy = self.api.root.add_proxy()  # ANY on / and /{proxy+}, with the default options
+        proxy.add_method("OPTIONS", api_key_required=False)  # on / as well (a ProxyResource)
+        for path in c.PUBLIC_PATHS:
+            self.api.root.add_resource(path).add_method("ANY", api_key_required=False)
 
     def _protect(self, config: InfraConfig) -> None:
         acl_arn = config.waf_acl_arn
@@ -109,8 +131,9 @@ class RestApi(Construct):
         acknowledge(
             self.api,
             rule="AwsSolutions-APIG4",
-            reason="Clients are machines metered by API keys and a usage plan (issue 6); put "
-            "an IAM or Cognito authorizer in front when end users call it directly.",
+            reason="Clients are machines metered by API keys and a usage plan (issue 6); CORS "
+            "preflights (OPTIONS) and the docs are public by design. Put an IAM or Cognito "
+            "authorizer in front when end users call it directly.",
         )
         acknowledge(
             self.api,

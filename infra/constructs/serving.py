@@ -62,6 +62,7 @@ class Serving(Construct):
                 c.ENV_SERVICE_NAME: c.SERVICE_NAME,
                 c.ENV_METRICS_NAMESPACE: c.METRICS_NAMESPACE,
                 c.ENV_CACHE_DIR: c.CACHE_DIR,
+                **_api_options(config),
             },
             reserved_concurrency=config.reserved_concurrency,
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if config.snapstart else None,
@@ -194,3 +195,9 @@ class Serving(Construct):
                 interval=interval, percentage=config.traffic_percent
             )
         return codedeploy.LambdaDeploymentConfig(self, "TrafficShift", traffic_routing=routing)
+
+
+def _api_options(config: InfraConfig) -> dict[str, str]:
+    """The API's optional settings, only when set: an unchanged environment is no new version."""
+    options = {c.ENV_CORS_ORIGINS: config.cors_origins, c.ENV_URL_ALLOWLIST: config.url_allowlist}
+    return {name: ",".join(values) for name, values in options.items() if values}

@@ -129,3 +129,15 @@ def test_every_setting_is_documented():
         alias = field.validation_alias
         env = alias.choices[0] if alias is not None else f"API_{name.upper()}"
         assert env in DOC, env
+
+
+def test_documented_defaults_are_the_codes():
+    """A number in the configuration table is the setting's default, not a stale copy."""
+    rows = dict(re.findall(r"^\| `(API_[A-Z_]+)` \| (\d+) \|", DOC, flags=re.MULTILINE))
+    assert "API_MAX_BODY_BYTES" in rows
+    limit = Settings.model_fields["max_body_bytes"].default
+    assert f"capped at `API_MAX_BODY_BYTES` ({limit // 2**20} MiB" in " ".join(DOC.split())
+    for name, field in Settings.model_fields.items():
+        env = f"API_{name.upper()}"
+        if env in rows:
+            assert int(rows[env]) == field.get_default(call_default_factory=True), env

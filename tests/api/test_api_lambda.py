@@ -180,6 +180,47 @@ def test_docs_behind_a_rest_api_stage(lambda_module):
     assert "/openapi.json" in response["body"] and "/prod/" not in response["body"]
 
 
+LAMBDA_EVENT_LIMIT = 6 * 1024 * 1024
+"""Lambda refuses a synchronous invocation whose event is over 6 MB (6,291,456 bytes)."""
+HEADER_ROOM = 2 * 10 * 1024
+"""API Gateway takes at most 10 KB of request headers; a REST event carries them twice."""
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_largest_body_the_api_accepts_fits_in_a_lambda_event(lambda_module, version: str):
+    """API Gateway base64-encodes a binary body into the event: a body under the API's limit
+    that makes the event too big would fail at the gateway (a 5XX), never reaching the app."""
+    limit = lambda_module.settings.max_body_bytes
+    jpeg = sample_bytes("glass")
+    body = jpeg + b"\0" * (limit - len(jpeg))  # bytes after the JPEG's end are ignored
+    event = gateway_event(version, "POST", "/predict", body=body, content_type="image/jpeg")
+    assert len(json.dumps(event).encode()) + HEADER_ROOM <= LAMBDA_EVENT_LIMIT
+    status, answer, _ = call(lambda_module, event)
+    assert status == 200, answer
+    over = gateway_event(version, "POST", "/predict", body=body + b"\0", content_type="image/jpeg")
+    status, answer, _ = call(lambda_module, over)
+    assert status == 413 and answer["type"] == PROBLEM_BASE + "payload-too-large"
+    assert answer["limit"] == limit
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_octet_stream_bodies_are_sniffed_through_the_gateway(lambda_module, reference, version):
+    """application/octet-stream is a binary media type: API Gateway sends it base64-encoded."""
+    png = sample_bytes("paper")
+    event = gateway_event(
+        version, "POST", "/predict", body=png, content_type="application/octet-stream"
+    )
+    assert event["isBase64Encoded"] is True
+    status, answer, _ = call(lambda_module, event)
+    assert status == 200, answer
+    assert answer["all_confidences"] == reference.predict(png).all_confidences
+    not_image = gateway_event(
+        version, "POST", "/predict", body=b"%PDF-1.7\n", content_type="application/octet-stream"
+    )
+    status, answer, _ = call(lambda_module, not_image)
+    assert status == 400 and answer["type"] == PROBLEM_BASE + "not-an-image"
+
+
 def test_the_pre_traffic_hooks_events_are_understood(lambda_module):
     """The deploy hook replays golden images with its own v1 events: keep that contract."""
     status, health, _ = call(lambda_module, api_event("GET", "/health"))
@@ -239,6 +280,48 @@ def test_init_survives_a_model_that_cannot_load(tmp_path: Path):
     assert out["status"] == 503
     assert out["body"]["type"] == PROBLEM_BASE + "model-unavailable"
     assert "manifest.json is missing" in out["body"]["detail"]
+
+
+def preflight_event(origin: str) -> dict[str, Any]:
+    """A browser's CORS preflight as API Gateway passes it on: OPTIONS, and no x-api-key."""
+    event = gateway_event("v1", "OPTIONS", "/predict")
+    del event["headers"]["x-api-key"], event["multiValueHeaders"]["x-api-key"]
+    asked = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-api-key",
+    }
+    event["headers"].update(asked)
+    event["multiValueHeaders"].update({k: [v] for k, v in asked.items()})
+    return event
+
+
+PREFLIGHT = """
+    from functions.api.handler import handler
+    response = handler(EVENT, None)
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    print(json.dumps({"status": response["statusCode"], "headers": headers}))
+"""
+
+
+def test_cors_preflight_is_answered_by_the_app_from_the_deployed_setting(
+    api_registry: Path, tmp_path: Path
+):
+    """API Gateway passes OPTIONS on without a key; `-c cors_origins=...` sets API_CORS_ORIGINS,
+    and the app's answer follows it."""
+    env = {
+        "MODEL_URI": str(api_registry),
+        "WASTESORT_CACHE_DIR": str(tmp_path / "cache"),
+        "API_CORS_ORIGINS": "https://app.example.com,https://admin.example.com:8443",
+    }
+    out = run_python(PREFLIGHT, env, preflight_event("https://app.example.com"), tmp_path)
+    assert out["status"] == 200
+    assert out["headers"]["access-control-allow-origin"] == "https://app.example.com"
+    assert "x-api-key" in out["headers"]["access-control-allow-headers"]
+    assert "POST" in out["headers"]["access-control-allow-methods"]
+    stranger = run_python(PREFLIGHT, env, preflight_event("https://evil.example.net"), tmp_path)
+    assert stranger["status"] == 400
+    assert "access-control-allow-origin" not in stranger["headers"]
 
 
 TRACE_ID = "Root=1-6741f0aa-1a2b3c4d5e6f7a8b9c0d1e2f;Parent=53995c3f42cd8ad8;Sampled=1"

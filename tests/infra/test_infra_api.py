@@ -8,21 +8,70 @@ from aws_cdk.assertions import Template
 from infra_testlib import only
 
 
-def test_rest_api_accepts_multipart_and_images_as_binary(template: Template) -> None:
+def test_rest_api_accepts_multipart_images_and_octet_stream_as_binary(template: Template) -> None:
     api = only(template.find_resources("AWS::ApiGateway::RestApi"))["Properties"]
-    assert api["BinaryMediaTypes"] == ["multipart/form-data", "image/*"]
+    # A type missing here reaches Lambda as text and the upload's bytes are mangled.
+    assert api["BinaryMediaTypes"] == ["multipart/form-data", "image/*", "application/octet-stream"]
     assert api["EndpointConfiguration"] == {"Types": ["REGIONAL"]}
 
 
-def test_every_method_needs_an_api_key_and_proxies_to_the_alias(template: Template) -> None:
-    methods = template.find_resources("AWS::ApiGateway::Method")
-    assert len(methods) == 2  # ANY / and ANY /{proxy+}
-    alias = next(iter(template.find_resources("AWS::Lambda::Alias")))
-    for method in methods.values():
+def _methods(template: Template) -> dict[tuple[str, str], dict]:
+    """(path, HTTP method) -> the method's properties."""
+    paths = {
+        logical_id: "/" + resource["Properties"]["PathPart"]
+        for logical_id, resource in template.find_resources("AWS::ApiGateway::Resource").items()
+    }
+    found = {}
+    for method in template.find_resources("AWS::ApiGateway::Method").values():
         props = method["Properties"]
-        assert props["ApiKeyRequired"] is True
+        resource = props["ResourceId"]
+        path = "/" if "Fn::GetAtt" in resource else paths[resource["Ref"]]
+        found[(path, props["HttpMethod"])] = props
+    return found
+
+
+def test_only_preflights_and_the_docs_pass_without_an_api_key(template: Template) -> None:
+    methods = _methods(template)
+    assert set(methods) == {
+        ("/", "ANY"),
+        ("/", "OPTIONS"),
+        ("/{proxy+}", "ANY"),
+        ("/{proxy+}", "OPTIONS"),
+        ("/docs", "ANY"),
+        ("/openapi.json", "ANY"),
+    }
+    for (path, verb), props in methods.items():
+        keyless = verb == "OPTIONS" or path in ("/docs", "/openapi.json")
+        assert props["ApiKeyRequired"] is (not keyless), (path, verb)
+        assert props["AuthorizationType"] == "NONE"
+
+
+def test_every_method_proxies_to_the_alias(template: Template) -> None:
+    """Preflights and docs too: the app answers them (its CORS settings decide a preflight)."""
+    alias = next(iter(template.find_resources("AWS::Lambda::Alias")))
+    for props in _methods(template).values():
         assert props["Integration"]["Type"] == "AWS_PROXY"
         assert {"Ref": alias} in json.loads(json.dumps(props["Integration"]["Uri"]))["Fn::Join"][1]
+
+
+def test_execution_logs_have_the_stages_retention(template: Template) -> None:
+    """API Gateway would create this group itself (LoggingLevel ERROR), never expiring."""
+    api_id = next(iter(template.find_resources("AWS::ApiGateway::RestApi")))
+    groups = template.find_resources(
+        "AWS::Logs::LogGroup",
+        {
+            "Properties": {
+                "LogGroupName": {
+                    "Fn::Join": ["", ["API-Gateway-Execution-Logs_", {"Ref": api_id}, "/test"]]
+                }
+            }
+        },
+    )
+    group_id, group = next(iter(groups.items()))
+    assert len(groups) == 1
+    assert group["Properties"]["RetentionInDays"] == 30
+    stage = only(template.find_resources("AWS::ApiGateway::Stage"))
+    assert group_id in stage["DependsOn"]  # made before the stage can log anything
 
 
 def test_stage_has_access_logs_metrics_and_throttling(template: Template) -> None:

@@ -38,6 +38,15 @@ def test_cdk_json_context_is_valid() -> None:
     assert config.package == Path("build/lambda/arm64")
 
 
+def test_cors_origins_and_url_allowlist_from_the_command_line_or_cdk_json() -> None:
+    from_cli = _config(cors_origins="https://a.example.com, HTTPS://B.example.com:8443,")
+    assert from_cli.cors_origins == ("https://a.example.com", "https://b.example.com:8443")
+    from_json = _config(url_allowlist=["images.example.com", "*.cdn.example.com"])
+    assert from_json.url_allowlist == ("images.example.com", "*.cdn.example.com")
+    unset = _config(cors_origins="", url_allowlist=None)
+    assert (unset.cors_origins, unset.url_allowlist) == ((), ())
+
+
 @pytest.mark.parametrize(
     ("context", "message"),
     [
@@ -57,6 +66,14 @@ def test_cdk_json_context_is_valid() -> None:
         ),
         ({"timeout_s": "60"}, "timeout_s: Input should be less than or equal to 29"),
         ({"alarm_email": "ops"}, "alarm_email: String should match pattern"),
+        (
+            {"cors_origins": "https://app.example.com/"},
+            "cors_origins: https://app.example.com/: an origin is `https://host[:port]`",
+        ),
+        (
+            {"url_allowlist": "images.example.com,https://cdn.example.com"},
+            "url_allowlist: https://cdn.example.com: a host name",
+        ),
         (
             {
                 "waf_managed": "true",

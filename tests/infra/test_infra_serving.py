@@ -39,6 +39,9 @@ def test_api_function_runtime_size_and_environment(template: Template) -> None:
     assert env["POWERTOOLS_SERVICE_NAME"] == "wastesort-api"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Wastesort"
     assert env["WASTESORT_CACHE_DIR"] == "/tmp/wastesort"
+    # Unset context: no CORS and no URL input, and no variable that would change the version.
+    assert c.ENV_CORS_ORIGINS not in env
+    assert c.ENV_URL_ALLOWLIST not in env
 
 
 def test_functions_log_to_their_own_group_with_retention(template: Template) -> None:
@@ -47,6 +50,19 @@ def test_functions_log_to_their_own_group_with_retention(template: Template) -> 
         group = props["LoggingConfig"]["LogGroup"]["Ref"]
         retention = template.to_json()["Resources"][group]["Properties"]["RetentionInDays"]
         assert retention == 30
+
+
+def test_every_function_and_log_group_has_the_retention(template: Template) -> None:
+    """CDK's Trigger provider too: left alone it logs to `/aws/lambda/<name>`, kept forever."""
+    resources = template.to_json()["Resources"]
+    functions = template.find_resources("AWS::Lambda::Function")
+    assert len(functions) == 3  # the API, the hook, the Trigger's provider
+    for logical_id, function in functions.items():
+        group = function["Properties"].get("LoggingConfig", {}).get("LogGroup", {})
+        assert "Ref" in group, logical_id
+        assert resources[group["Ref"]]["Type"] == "AWS::Logs::LogGroup"
+    for logical_id, group in template.find_resources("AWS::Logs::LogGroup").items():
+        assert group["Properties"]["RetentionInDays"] == 30, logical_id
 
 
 def test_api_role_reads_only_the_model_prefix(template: Template, template_json: dict) -> None:

@@ -34,6 +34,9 @@ def variant(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         waf_managed="true",
         snapstart="true",
         reserved_concurrency="5",
+        # as `-c key=...` gives them: one comma-separated string each
+        cors_origins="https://App.example.com, https://admin.example.com:8443",
+        url_allowlist="images.example.com,*.CDN.example.com",
     )
     outdir = tmp_path_factory.mktemp("variant.out")
     app, stack = build_app(ctx, outdir=str(outdir))
@@ -88,6 +91,27 @@ def test_alias_mode_serves_the_alias_and_the_canary_watches_the_lambda_only(vari
     assert "wastesort-test-uncertain-ratio" not in names
     group = only(template.find_resources("AWS::CodeDeploy::DeploymentGroup"))["Properties"]
     assert len(group["AlarmConfiguration"]["Alarms"]) == 2
+
+
+def test_cors_origins_and_url_allowlist_reach_the_api_only(variant: dict) -> None:
+    template = Template.from_json(variant["template"])
+    for handler, expected in (
+        (
+            c.API_HANDLER,
+            {
+                c.ENV_CORS_ORIGINS: "https://app.example.com,https://admin.example.com:8443",
+                c.ENV_URL_ALLOWLIST: "images.example.com,*.cdn.example.com",
+            },
+        ),
+        (c.HOOK_HANDLER, {}),
+    ):
+        fn = only(
+            template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": handler}})
+        )
+        env = fn["Properties"]["Environment"]["Variables"]
+        assert {k: env[k] for k in (c.ENV_CORS_ORIGINS, c.ENV_URL_ALLOWLIST) if k in env} == (
+            expected
+        )
 
 
 def test_linear_traffic_shift(variant: dict) -> None:
