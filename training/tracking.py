@@ -63,15 +63,19 @@ class Tracker:
             location = Path(location).resolve().as_uri()
         if experiment is None:
             experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
-        elif experiment.artifact_location.rstrip("/") != location.rstrip("/"):
-            # MLflow fixes an experiment's artifact folder when it is created.
-            raise ConfigError(
-                f"mlflow.artifact_location: experiment {cfg.experiment!r} keeps its artifacts in "
-                f"{experiment.artifact_location}, not {location}; set that, or a new "
-                "mlflow.experiment"
-            )
         else:
             experiment_id = experiment.experiment_id
+            if experiment.artifact_location.rstrip("/") != location.rstrip("/"):
+                # MLflow fixes an experiment's artifact folder when it is created.
+                message = (
+                    f"mlflow.artifact_location: experiment {cfg.experiment!r} keeps its "
+                    f"artifacts in {experiment.artifact_location}, not {location}; set that, "
+                    "or a new mlflow.experiment"
+                )
+                if cfg.tracking_uri.startswith(("http://", "https://", "databricks")):
+                    log.warning("%s", message)  # a shared server's experiment: its choice stands
+                else:
+                    raise ConfigError(message)
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
         self.run_id: str = self.run.info.run_id
 
