@@ -12,13 +12,35 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from infra import constants as c
 
 
 class ConfigError(Exception):
     """Bad or missing context; the message says which key and what to do."""
+
+
+_LIST_RULES = {
+    "cors_origins": (
+        c.CORS_ORIGIN_PATTERN,
+        "an origin is `https://host[:port]` (no path, no trailing slash) or `*`",
+    ),
+    "url_allowlist": (
+        c.URL_HOST_PATTERN,
+        "a host name (`images.example.com`), or `*.domain` for its subdomains; "
+        "no scheme, port or path",
+    ),
+}
+"""Context keys that are lists: each item's pattern and the rule its error states."""
 
 
 class InfraConfig(BaseModel):
@@ -86,26 +108,13 @@ class InfraConfig(BaseModel):
             return value
         return tuple(str(item).strip().lower() for item in items if str(item).strip())
 
-    @field_validator("cors_origins")
+    @field_validator("cors_origins", "url_allowlist")
     @classmethod
-    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [origin for origin in value if not re.match(c.CORS_ORIGIN_PATTERN, origin)]
+    def _each_matches(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        pattern, rule = _LIST_RULES[info.field_name]
+        bad = [item for item in value if not re.match(pattern, item)]
         if bad:
-            raise ValueError(
-                f"{', '.join(bad)}: an origin is `https://host[:port]` (no path, no trailing "
-                "slash) or `*`"
-            )
-        return value
-
-    @field_validator("url_allowlist")
-    @classmethod
-    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [host for host in value if not re.match(c.URL_HOST_PATTERN, host)]
-        if bad:
-            raise ValueError(
-                f"{', '.join(bad)}: a host name (`images.example.com`), or `*.domain` for its "
-                "subdomains; no scheme, port or path"
-            )
+            raise ValueError(f"{', '.join(bad)}: {rule}")
         return value
 
     @field_validator("log_retention_days")

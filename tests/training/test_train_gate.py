@@ -10,9 +10,30 @@ import pytest
 from tests.conftest import LABELS, tiny_fields
 from training.config import GateConfig
 from training.publish import publish
-from training.quantize import GateError, gate
+from training.quantize import GateError, GateResult, gate
 
 Y = np.array([0, 1, 2, 3, 4, 5] * 10)
+
+
+def _publish(registry: Path, model: Path, version: str, verdict: GateResult, aliases: list[str]):
+    fields = tiny_fields()
+    return publish(
+        str(registry),
+        model,
+        version=version,
+        gate=verdict,
+        labels=LABELS,
+        input_spec=fields["input"],
+        output=fields["output"],
+        metrics={},
+        temperature=1.0,
+        uncertain_threshold=0.0,
+        dataset_fingerprint="f" * 64,
+        mlflow_run_id=None,
+        source_config={},
+        golden=[],
+        aliases=aliases,
+    )
 
 
 def test_gate_passes_an_int8_model_that_agrees():
@@ -47,25 +68,8 @@ def test_publish_refuses_a_failing_model_and_leaves_the_registry_alone(
     int8 = Y.copy()
     int8[:12] = (int8[:12] + 1) % 6
     failing = gate(Y.copy(), int8, Y, GateConfig())
-    fields = tiny_fields()
     with pytest.raises(GateError, match=r"refusing to publish v-bad .*quantization gate FAILED"):
-        publish(
-            str(tmp_path / "reg"),
-            tiny_int8,
-            version="v-bad",
-            gate=failing,
-            labels=LABELS,
-            input_spec=fields["input"],
-            output=fields["output"],
-            metrics={},
-            temperature=1.0,
-            uncertain_threshold=0.0,
-            dataset_fingerprint="f" * 64,
-            mlflow_run_id=None,
-            source_config={},
-            golden=[],
-            aliases=["production"],
-        )
+        _publish(tmp_path / "reg", tiny_int8, "v-bad", failing, ["production"])
     assert not (tmp_path / "reg" / "manifest.json").exists()
     assert not list(tmp_path.rglob("*.tflite"))  # nothing was uploaded either
 
@@ -77,27 +81,10 @@ def test_publishing_the_same_bytes_again_moves_the_aliases_and_uploads_nothing(
     from wastesort.errors import VersionExistsError
     from wastesort.registry import Registry
 
-    fields = tiny_fields()
     passing = gate(Y.copy(), Y.copy(), Y, GateConfig())
 
     def again(model: Path, aliases: list[str]):
-        return publish(
-            str(tmp_path / "reg"),
-            model,
-            version="v-same",
-            gate=passing,
-            labels=LABELS,
-            input_spec=fields["input"],
-            output=fields["output"],
-            metrics={},
-            temperature=1.0,
-            uncertain_threshold=0.0,
-            dataset_fingerprint="f" * 64,
-            mlflow_run_id=None,
-            source_config={},
-            golden=[],
-            aliases=aliases,
-        )
+        return _publish(tmp_path / "reg", model, "v-same", passing, aliases)
 
     first = again(tiny_int8, ["production"])
     manifest_before = (tmp_path / "reg" / "manifest.json").read_text()
