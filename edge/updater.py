@@ -49,6 +49,11 @@ class SelfTestError(ModelError):
     code = "self_test_failed"
 
 
+def file_name(ref: ArtifactRef, variant: str | None) -> str:
+    """The name an artifact is kept under in `models/`: its content hash, and the variant."""
+    return f"{ref.sha256}{'_' + variant if variant else ''}.tflite"
+
+
 @dataclass(frozen=True)
 class Installed:
     """A model on this device's disk."""
@@ -67,7 +72,7 @@ class Installed:
 
     @property
     def cpu_file(self) -> str:
-        return f"{self.entry.artifact.sha256}.tflite"
+        return file_name(self.entry.artifact, None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -238,7 +243,7 @@ class Updater:
             verify(entry, self.config.public_key)
         variant = self._variant_for(entry)
         ref = entry.extra_artifacts[variant] if variant else entry.artifact
-        installed = Installed(entry, f"{ref.sha256}{'_edgetpu' if variant else ''}.tflite", variant)
+        installed = Installed(entry, file_name(ref, variant), variant)
         files = {installed.file: self._fetch(ref)}
         classifier = self._classifier(files[installed.file], entry, variant)
         if self.config.self_test:
