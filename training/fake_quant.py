@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from training.rounding import following_batchnorm
+
 _CONVS = (layers.Conv2D, layers.DepthwiseConv2D)
 _QUANTIZED = (layers.Rescaling, layers.ReLU, layers.Add, layers.GlobalAveragePooling2D)
 
@@ -99,9 +101,9 @@ def simulate_int8(model: keras.Model) -> keras.Model:
 
     def call(layer: layers.Layer, *args, **kwargs):
         if isinstance(layer, _CONVS):
-            bn = next((n.operation for n in layer._outbound_nodes), None)
-            bn = bn if isinstance(bn, layers.BatchNormalization) else None
-            return QuantizedKernel(layer, bn, name=f"{layer.name}_int8")(*args, **kwargs)
+            return QuantizedKernel(layer, following_batchnorm(layer), name=f"{layer.name}_int8")(
+                *args, **kwargs
+            )
         out = layer(*args, **kwargs)
         return FakeQuant(name=f"{layer.name}_fq")(out) if _quantized(layer) else out
 

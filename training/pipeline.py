@@ -373,10 +373,10 @@ def _run_tracked(  # noqa: PLR0915, PLR0917
 
 
 def _log_artifacts(tracker: Tracker, run_dir: Path) -> None:
-    """Everything in the run folder but the SavedModel (kept locally for re-conversion; the
+    """Everything in the run folder but the SavedModels (kept locally for re-conversion; the
     TFLite files are the product)."""
     for child in sorted(run_dir.iterdir()):
-        if child.name == "saved_model":
+        if child.name.startswith("saved_model"):
             continue
         if child.is_dir():
             tracker.mlflow.log_artifacts(str(child), artifact_path=child.name)

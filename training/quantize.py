@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from training import rounding
 from training.config import GateConfig, QuantizeConfig
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,16 @@ def export_saved_model(model: keras.Model, directory: Path) -> Path:
     return directory
 
 
+def _chosen(pixels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.choice(len(pixels), size=min(count, len(pixels)), replace=False)
+
+
 def representative(pixels: np.ndarray, count: int, seed: int) -> Any:
     """Calibration images from the training split. The first has one pixel set to 0 and one
     to 255 so the input range is exactly [0, 255] (scale 1, zero point 0) whatever the photos
     hold, without an artificial frame widening the ranges deeper in the network."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(pixels), size=min(count, len(pixels)), replace=False)
+    chosen = _chosen(pixels, count, seed)
 
     def gen() -> Iterator[list[np.ndarray]]:
         first = pixels[chosen[0] : chosen[0] + 1].astype(np.float32)
@@ -139,11 +144,17 @@ def convert(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = export_saved_model(model, out_dir.parent / "saved_model")
+    int8_saved = saved
+    if cfg.kernel_rounding == "gptq":
+        images = train_pixels[_chosen(train_pixels, rounding.HESSIAN_IMAGES, seed)]
+        with rounding.kernels_replaced(rounding.gptq_kernels(model, images)):
+            int8_saved = export_saved_model(model, out_dir.parent / "saved_model_gptq")
     rep = representative(train_pixels, cfg.representative_images, seed)
     variants: dict[str, Variant] = {}
     for mode in cfg.modes:
         path = out_dir / f"model_{mode}.tflite"
-        path.write_bytes(_converter(saved, mode, cfg, rep).convert())
+        source = int8_saved if mode == "int8" else saved
+        path.write_bytes(_converter(source, mode, cfg, rep).convert())
         inp, out, float_ops = inspect(path)
         variant = Variant(mode, path, path.stat().st_size, inp, out)
         if mode == "int8":
