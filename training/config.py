@@ -153,7 +153,7 @@ class QuantizeConfig(_Section):
     kernel_rounding: Literal["nearest", "gptq"] = "nearest"
     """How the int8 model's kernels are rounded: `nearest` is the converter's own; `gptq`
     rounds them from calibration photos so each conv's output moves less (`rounding.py`;
-    +0.5 points of agreement with the float model, 90 s more at 256x192)."""
+    +0.5 points of agreement with the float model, about 2 min more at 256x192)."""
     gate: GateConfig = Field(default_factory=GateConfig)
     edgetpu: bool = True
     """Compile `*_edgetpu.tflite` when `edgetpu_compiler` is on PATH (else say it was skipped)."""

@@ -46,7 +46,8 @@ def _folded(conv: keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
     return (kernel * scale).transpose(3, 0, 1, 2)
 
 
-def _int8_kernels(path: Path) -> list[np.ndarray]:
+def _kernels_in(path: Path) -> list[np.ndarray]:
+    """Every 4-D weight tensor of a TFLite file, dequantized when it is int8."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -54,11 +55,66 @@ def _int8_kernels(path: Path) -> list[np.ndarray]:
     kernels = []
     for detail in interpreter.get_tensor_details():
         q = detail["quantization_parameters"]
-        if detail["dtype"] == np.int8 and len(detail["shape"]) == 4 and len(q["scales"]) > 1:
-            shape = [-1 if i == q["quantized_dimension"] else 1 for i in range(4)]
+        if len(detail["shape"]) != 4 or detail["dtype"] not in (np.int8, np.float32):
+            continue
+        try:
             values = interpreter.get_tensor(detail["index"]).astype(np.float64)
-            kernels.append(values * q["scales"].reshape(shape))
+        except ValueError:  # an activation, not allocated between invokes
+            continue
+        if detail["dtype"] == np.int8:
+            if len(q["scales"]) < 2:
+                continue
+            values = values * q["scales"].reshape(
+                [-1 if i == q["quantized_dimension"] else 1 for i in range(4)]
+            )
+        kernels.append(values)
     return kernels
+
+
+def _holds(in_file: list[np.ndarray], conv: keras.layers.Layer, kernel: np.ndarray) -> bool:
+    want = _folded(conv, kernel)
+    gaps = [np.abs(k - want).max() for k in in_file if k.shape == want.shape]
+    return bool(gaps) and min(gaps) < 1e-5 * np.abs(want).max()
+
+
+def _nested() -> tuple[keras.Model, keras.Model]:
+    """(outer, inner): outer rescales the pixels and runs inner, which holds the kinds of conv
+    the backbones use (as MobileNetV2 sits behind a Rescaling layer)."""
+    layers = keras.layers
+    keras.utils.set_random_seed(1)
+    x = inputs = keras.Input((40, 32, 4))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.DepthwiseConv2D(5, strides=2, padding="same", use_bias=False)(x)
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)))(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False)(x)
+    x = layers.Conv2D(6, 1, strides=2, use_bias=False)(x)
+    x = layers.Conv2D(5, (3, 2), padding="valid", use_bias=False)(x)
+    inner = keras.Model(inputs, x, name="inner")
+    pixels = keras.Input((40, 32, 4))
+    outer = keras.Model(pixels, inner(layers.Rescaling(1 / 127.5, -1)(pixels)))
+    return outer, inner
+
+
+def test_the_hessians_give_each_conv_its_exact_output_error():
+    outer, inner = _nested()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (5, 40, 32, 4)).astype(np.float32)
+
+    hessians = rounding.hessians(outer, images)
+
+    convs = [x for x in inner.layers if rounding._roundable(x)]
+    assert set(hessians) == set(convs) and len(convs) == 5
+    for conv in convs:
+        # a kernel change delta moves the conv's output by the conv of delta: its energy is
+        # the sum over output channels of delta_c H delta_c
+        delta = rng.normal(size=conv.kernel.shape).astype(np.float32)
+        with rounding.kernels_replaced({conv: delta}):
+            moved = keras.Model(inner.input, conv.output).predict(images / 127.5 - 1, verbose=0)
+        rows = delta.reshape(-1, moved.shape[-1]).T.astype(np.float64)
+        h = np.broadcast_to(hessians[conv], (len(rows), *hessians[conv].shape[1:]))
+        energy = np.einsum("ri,rij,rj->", rows, h, rows)
+        assert energy == pytest.approx(np.sum(moved.astype(np.float64) ** 2), rel=1e-4), conv.name
 
 
 @pytest.mark.slow
@@ -84,17 +140,17 @@ def test_the_int8_file_holds_the_gptq_kernels_and_the_model_keeps_its_own(tmp_pa
         return made[-1]
 
     monkeypatch.setattr(rounding, "gptq_kernels", recorded)
-    cfg = QuantizeConfig(modes=("int8",), kernel_rounding="gptq")
+    cfg = QuantizeConfig(modes=("float32", "int8"), kernel_rounding="gptq")
     variants = quantize.convert(model, tmp_path / "tflite", cfg, pixels, seed=0)
 
     (kernels,) = made
     assert set(kernels) == set(convs) and len(convs) == 1 + 16 + 15 + 16 + 1
     assert all(np.array_equal(conv.kernel.numpy(), originals[conv]) for conv in convs)
-    in_file = _int8_kernels(variants["int8"].path)
+    int8 = _kernels_in(variants["int8"].path)
+    float32 = _kernels_in(variants["float32"].path)
     for conv, kernel in kernels.items():
-        want = _folded(conv, kernel)
-        gaps = [np.abs(k - want).max() for k in in_file if k.shape == want.shape]
-        assert min(gaps) < 1e-5 * np.abs(want).max(), f"{conv.name}: the converter rounded again"
+        assert _holds(int8, conv, kernel), f"{conv.name}: the converter rounded again"
+        assert _holds(float32, conv, originals[conv]), f"{conv.name}: float32 got GPTQ kernels"
 
     def logits() -> np.ndarray:
         return model.predict(pixels.astype(np.float32), verbose=0)
