@@ -137,7 +137,9 @@ def convert(
     *,
     seed: int = 0,
 ) -> dict[str, Variant]:
-    """Write `model_<mode>.tflite` for every configured mode; returns them by mode.
+    """Write `model_<mode>.tflite` for every configured mode; returns them by mode. With
+    `kernel_rounding: gptq` the int8 file comes from a second SavedModel exported with the
+    GPTQ-rounded kernels in place; the model keeps its own kernels.
 
     Raises:
         QuantizationError: the int8 input is not uint8 with scale 1 and zero point 0.
