@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
+from keras.src.ops.function import make_node_key
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,21 @@ def _owners(
     if convs:
         yield model, convs, feeders
     for layer in model.layers:
-        if isinstance(layer, keras.Model) and layer._inbound_nodes:
-            fed = layer._inbound_nodes[0].input_tensors[0]  # its first call: the image itself
+        fed = _fed(model, layer) if isinstance(layer, keras.Model) else None
+        if fed is not None:
             if fed is model.inputs[0]:
                 yield from _owners(layer, feeders)
             else:
                 yield from _owners(layer, (*feeders, keras.Model(model.inputs[0], fed)))
+
+
+def _fed(model: keras.Model, layer: keras.Model) -> keras.KerasTensor | None:
+    """What `model` first feeds `layer`. Not `layer._inbound_nodes[0]`: training calls the
+    backbone in other models too (its feature extractor) before the one it exports."""
+    for i, node in enumerate(layer._inbound_nodes):
+        if make_node_key(layer, i) in model._nodes:
+            return node.input_tensors[0]
+    return None
 
 
 def _patches(x: np.ndarray, conv: layers.Layer) -> np.ndarray:
