@@ -99,14 +99,10 @@ def publish(
         raise GateError(f"refusing to publish {version} to {uri}: {gate.message()}")
     registry = Registry.from_uri(uri)
     try:
-        existing = registry.resolve(version)
-    except RegistryError:  # no registry yet, or no such version
+        existing = registry.manifest().versions.get(version)
+    except RegistryError:  # no registry yet
         existing = None
-    if (
-        existing is not None
-        and existing.version == version
-        and existing.artifact.sha256 == sha256_file(model_path)
-    ):
+    if existing is not None and existing.artifact.sha256 == sha256_file(model_path):
         log.info("%s is already published in %s (the same bytes); moving aliases", version, uri)
         for alias in aliases:
             registry.promote(alias, version, reason="publish (already published)")

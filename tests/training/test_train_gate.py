@@ -36,6 +36,10 @@ def _publish(registry: Path, model: Path, version: str, verdict: GateResult, ali
     )
 
 
+def _another_model(tiny_models: Path, model: Path) -> Path:
+    return next(p for p in tiny_models.glob("*.tflite") if p.read_bytes() != model.read_bytes())
+
+
 def test_gate_passes_an_int8_model_that_agrees():
     result = gate(Y.copy(), Y.copy(), Y, GateConfig())
     assert result.passed
@@ -74,6 +78,20 @@ def test_publish_refuses_a_failing_model_and_leaves_the_registry_alone(
     assert not list(tmp_path.rglob("*.tflite"))  # nothing was uploaded either
 
 
+def test_publishing_a_new_version_moves_production_and_keeps_the_old_one(
+    tmp_path: Path, tiny_int8: Path, tiny_models: Path
+):
+    from wastesort.registry import Registry
+
+    passing = gate(Y.copy(), Y.copy(), Y, GateConfig())
+    other = _another_model(tiny_models, tiny_int8)
+    _publish(tmp_path / "reg", tiny_int8, "v-old", passing, ["production"])
+    _publish(tmp_path / "reg", other, "v-new", passing, ["production"])
+    registry = Registry.from_uri(tmp_path / "reg")
+    assert registry.resolve("production").version == "v-new"
+    assert set(registry.manifest().versions) == {"v-old", "v-new"}
+
+
 def test_publishing_the_same_bytes_again_moves_the_aliases_and_uploads_nothing(
     tmp_path: Path, tiny_int8: Path, tiny_models: Path
 ):
@@ -92,8 +110,6 @@ def test_publishing_the_same_bytes_again_moves_the_aliases_and_uploads_nothing(
     assert (tmp_path / "reg" / "manifest.json").read_text() == manifest_before
     again(tiny_int8, ["production", "canary"])
     assert Registry.from_uri(tmp_path / "reg").resolve("canary").version == "v-same"
-    other = next(
-        p for p in tiny_models.glob("*.tflite") if p.read_bytes() != tiny_int8.read_bytes()
-    )
+    other = _another_model(tiny_models, tiny_int8)
     with pytest.raises(VersionExistsError):  # same id, other bytes: a real clash
         again(other, [])
