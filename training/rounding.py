@@ -25,7 +25,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
-from keras.src.ops.function import make_node_key
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +83,9 @@ def _owners(
 def _fed(model: keras.Model, layer: keras.Model) -> keras.KerasTensor | None:
     """What `model` first feeds `layer`. Not `layer._inbound_nodes[0]`: training calls the
     backbone in other models too (its feature extractor) before the one it exports."""
-    for i, node in enumerate(layer._inbound_nodes):
-        if make_node_key(layer, i) in model._nodes:
-            return node.input_tensors[0]
-    return None
+    graph = getattr(model, "_functional", None) or model  # a Sequential keeps its graph there
+    own = {id(node) for nodes in graph._nodes_by_depth.values() for node in nodes}
+    return next((n.input_tensors[0] for n in layer._inbound_nodes if id(n) in own), None)
 
 
 def _patches(x: np.ndarray, conv: layers.Layer) -> np.ndarray:

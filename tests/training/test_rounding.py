@@ -104,6 +104,12 @@ def test_the_hessians_give_each_conv_its_exact_output_error():
     images = rng.uniform(0, 255, (5, 40, 32, 4)).astype(np.float32)
 
     hessians = rounding.hessians(outer, images)
+    layers = keras.layers
+    same = keras.Sequential([keras.Input((40, 32, 4)), layers.Rescaling(1 / 127.5, -1), inner])
+    from_sequential = rounding.hessians(same, images)
+    assert set(from_sequential) == set(hessians)
+    for conv, h in from_sequential.items():
+        np.testing.assert_allclose(h, hessians[conv], rtol=1e-6)
 
     convs = [x for x in inner.layers if rounding._roundable(x)]
     assert set(hessians) == set(convs) and len(convs) == 5
