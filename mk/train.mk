@@ -6,7 +6,7 @@ TRAIN_ARGS ?=
 MLFLOW_PORT ?= 5000
 .PHONY: train train-quick mlflow-ui
 
-train: $(STAMP)  ## train the default config (Lite0, ~8.5 min on 2 CPU cores) and publish to models/
+train: $(STAMP)  ## train the default config (Lite0, ~17 min on 2 CPU cores) and publish to models/
 	$(PY) -m training run --config training/configs/default.yaml data.dir=$(DATA_DIR) $(TRAIN_ARGS)
 
 train-quick: $(STAMP)  ## a quick end-to-end training run (<10 min), publishes nothing

@@ -1,5 +1,5 @@
 // Classify a photo with the wastesort API from JavaScript (browser or Node 18+: fetch + FormData).
-//   node docs/examples/client.mjs http://127.0.0.1:8000 samples/glass/glass6.jpg
+//   node docs/examples/client.mjs http://127.0.0.1:8000 samples/glass/glass51.jpg
 // tests/api/test_api_docs.py runs this file against the app.
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";

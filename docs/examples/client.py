@@ -1,6 +1,6 @@
 """Classify photos with the wastesort API from Python (httpx).
 
-    python docs/examples/client.py samples/glass/glass6.jpg [more ...] \
+    python docs/examples/client.py samples/glass/glass51.jpg [more ...] \
         [--url http://127.0.0.1:8000] [--api-key KEY] [--top-k 3] [--batch]
 
 Prints one JSON object per image. On AWS the URL is the API Gateway stage URL and the key is
