@@ -147,7 +147,7 @@ def convert(
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = export_saved_model(model, out_dir.parent / "saved_model")
     int8_saved = saved
-    if cfg.kernel_rounding == "gptq":
+    if cfg.kernel_rounding == "gptq" and "int8" in cfg.modes:  # only the int8 file uses them
         images = train_pixels[_chosen(train_pixels, rounding.HESSIAN_IMAGES, seed)]
         with rounding.kernels_replaced(rounding.gptq_kernels(model, images)):
             int8_saved = export_saved_model(model, out_dir.parent / "saved_model_gptq")
