@@ -74,6 +74,28 @@ def assemble(backbone: keras.Model, head: keras.Model, *, tta_flip: bool) -> ker
     return keras.Model(inputs, out, name="wastesort")
 
 
+class RandomWhiteBalance(layers.Layer):
+    """Scales each colour channel by its own gain drawn from [1 - factor, 1 + factor].
+
+    That is what the colour of the light does to a photo (a warm lamp raises red and lowers
+    blue); brightness and contrast move all three channels together and do not cover it.
+    """
+
+    def __init__(self, factor: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training: bool = True):
+        if not training:
+            return images
+        batch = ops.shape(images)[:-3]
+        gain = keras.random.uniform(
+            (*batch, 1, 1, 3), 1 - self.factor, 1 + self.factor, seed=self.generator
+        )
+        return ops.clip(images * gain, 0, 255)
+
+
 def augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:
     """Training-only augmentation over float pixels in [0, 255]; runs inside tf.data."""
     steps: list[layers.Layer] = []
@@ -98,4 +120,6 @@ def augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:
         steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0, 255), seed=seed + 4))
     if cfg.contrast:
         steps.append(layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 5))
+    if cfg.white_balance:
+        steps.append(RandomWhiteBalance(cfg.white_balance, seed=seed + 6))
     return keras.Sequential(steps, name="augment")
