@@ -92,7 +92,7 @@ class AugmentConfig(_Section):
     translation: float = Field(0.05, ge=0, lt=1)
     brightness: float = Field(0.1, ge=0, lt=1)
     contrast: float = Field(0.1, ge=0, lt=1)
-    white_balance: float = Field(0, ge=0, lt=1)
+    white_balance: float = Field(0.0, ge=0, lt=1)
     """Max per-channel gain change (colour of the light); 0 turns it off."""
 
 
