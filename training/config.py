@@ -68,6 +68,9 @@ class ModelConfig(_Section):
     dropout: float = Field(0.2, ge=0, lt=1)
     bn_momentum: float = Field(0.9, gt=0, lt=1)
     """Only for BatchNorm layers that train (from scratch); Keras' 0.999 stalls small runs."""
+    stochastic_depth: float = Field(0.0, ge=0, lt=1)
+    """Lite backbones: while fine-tuning, skip each residual branch for an image at a rate
+    rising linearly from 0 at the first block to this at the end; 0 turns it off."""
     tta_flip: bool = False
     """Average the logits of the image and its mirror image inside the graph."""
 
@@ -259,6 +262,8 @@ class Config(_Section):
                 "model.weights: 'pretrained' is the Lite models' bundled file; "
                 "use null, 'imagenet' or a path for mobilenet_v2"
             )
+        if self.model.backbone == "mobilenet_v2" and self.model.stochastic_depth:
+            raise ValueError("model.stochastic_depth: only the Lite backbones have it")
         if self.model.backbone.startswith("efficientnet_lite") and self.model.weights == "imagenet":
             raise ValueError("model.weights: Lite ImageNet weights are 'pretrained' (offline)")
         return self

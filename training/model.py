@@ -25,6 +25,7 @@ def backbone_for(cfg: Config) -> keras.Model:
         cache_dir=Path(cfg.cache_dir),
         alpha=cfg.model.alpha,
         bn_momentum=cfg.model.bn_momentum,
+        stochastic_depth=cfg.model.stochastic_depth,
     )
 
 

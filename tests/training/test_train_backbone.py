@@ -115,3 +115,46 @@ def test_a_cold_weights_cache_trains_the_same_model(tmp_path: Path):
     assert len(list(tmp_path.glob("lite0-imagenet-*.weights.h5"))) == 1
     np.testing.assert_array_equal(kernels[0], kernels[1])
     np.testing.assert_array_equal(heads[0], heads[1])
+
+
+def test_stochastic_depth_drops_whole_residual_branches_only_while_training():
+    """Per image, each residual branch is kept or skipped as a whole, more often the deeper the
+    block; at inference the network is the one without it, so the export does not change."""
+    import keras
+
+    from training.backbones import build_backbone
+    from training.backbones.lite import num_blocks
+    from training.model import freeze_batchnorm
+
+    def build(rate: float) -> keras.Model:
+        model = build_backbone(
+            "efficientnet_lite0",
+            (64, 48, 3),
+            weights=None,
+            cache_dir=Path("."),
+            stochastic_depth=rate,
+        )
+        freeze_batchnorm(model)
+        return model
+
+    plain, dropping = build(0.0), build(0.4)
+    dropping.set_weights(plain.get_weights())  # dropout adds no weights
+    drops = {x.name: x for x in dropping.layers if isinstance(x, keras.layers.Dropout)}
+    adds = [x.name for x in dropping.layers if isinstance(x, keras.layers.Add)]
+    assert sorted(drops) == sorted(a.replace("_add", "_drop") for a in adds)
+    blocks = num_blocks("efficientnet_lite0")
+    for name, layer in drops.items():
+        index = int(name.removeprefix("block").partition("_")[0])
+        assert layer.rate == pytest.approx(0.4 * index / blocks)
+
+    x = np.random.default_rng(0).uniform(0, 255, (6, 64, 48, 3)).astype(np.float32)
+    np.testing.assert_array_equal(dropping(x, training=False), plain(x, training=False))
+    np.testing.assert_array_equal(plain(x, training=True), plain(x, training=False))
+    first, second = (np.asarray(dropping(x, training=True)) for _ in range(2))
+    assert np.abs(first - second).max() > 0.01 * np.abs(first).max()  # fresh draws per call
+
+    deepest = drops[max(drops, key=lambda n: drops[n].rate)]
+    kept = keras.ops.convert_to_numpy(deepest(np.ones((64, 4, 3, 8)), training=True))
+    per_image = kept.reshape(64, -1)
+    assert np.all(per_image == per_image[:, :1])  # one decision per image, not per value
+    assert 0 < np.mean(per_image[:, 0] == 0) < 1

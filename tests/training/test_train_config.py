@@ -33,6 +33,7 @@ def test_overrides_are_typed_and_nested():
         ("train.batch_size=many", "train.batch_size"),
         ("quantize.gate.min_agreement=2", "quantize.gate.min_agreement"),
         ("train.mixup=-1", "train.mixup"),
+        ("model.stochastic_depth=1", "model.stochastic_depth"),
         ("registry.signing_key=/nonexistent/key.pem", "registry.signing_key"),
         ("model.weights=pretrainde", "model.weights"),
         ("model.weights=/nonexistent/lite0.weights.h5", "model.weights"),
@@ -60,6 +61,11 @@ def test_cross_field_rules():
         load_config(None, ["quantize.modes=[float32]"])
     with pytest.raises(ConfigError, match="mobilenet_v2"):
         load_config(None, ["model.backbone=mobilenet_v2"])  # weights: pretrained is Lite0's
+    with pytest.raises(ConfigError, match=r"model\.stochastic_depth"):
+        load_config(
+            None,
+            ["model.backbone=mobilenet_v2", "model.weights=null", "model.stochastic_depth=0.2"],
+        )
 
 
 def test_missing_file_and_bad_override_syntax(tmp_path: Path):

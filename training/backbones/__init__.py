@@ -59,6 +59,7 @@ def build_backbone(
     cache_dir: Path,
     alpha: float = 1.0,
     bn_momentum: float = 0.9,
+    stochastic_depth: float = 0.0,
 ) -> keras.Model:
     """A feature extractor: float pixels (H, W, 3) in [0, 255] -> feature map.
 
@@ -68,7 +69,9 @@ def build_backbone(
             download), a path to a Keras `.weights.h5` for this backbone, or None (from scratch).
     """
     if name in VARIANTS:
-        model = build_lite(name, input_shape, bn_momentum=bn_momentum)
+        model = build_lite(
+            name, input_shape, bn_momentum=bn_momentum, stochastic_depth=stochastic_depth
+        )
         if weights == "pretrained":
             _lite_pretrained(model, name, cache_dir)
         elif weights is not None:

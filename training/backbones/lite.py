@@ -71,7 +71,13 @@ def _geometry(stage: _Stage, first: bool) -> tuple[int, int, bool]:
 
 
 def _block(
-    x: keras.KerasTensor, index: int, stage: _Stage, first: bool, momentum: float
+    x: keras.KerasTensor,
+    index: int,
+    stage: _Stage,
+    first: bool,
+    *,
+    momentum: float,
+    drop: float,
 ) -> keras.KerasTensor:
     p = f"block{index}_"
     filters_in, stride, residual = _geometry(stage, first)
@@ -92,6 +98,8 @@ def _block(
     )(x)
     x = _bn(p + "bn2", momentum)(x)
     if residual:
+        if drop:  # stochastic depth: while training, skip the whole branch for some images
+            x = layers.Dropout(drop, noise_shape=(None, 1, 1, 1), name=p + "drop")(x)
         x = layers.Add(name=p + "add")([x, inputs])
     return x
 
@@ -115,6 +123,7 @@ def build_lite(
     *,
     include_top: bool = False,
     bn_momentum: float = 0.99,
+    stochastic_depth: float = 0.0,
 ) -> keras.Model:
     """Build `variant` (a `VARIANTS` key) over float pixels in [0, 255]; normalisation is
     the model's first layer.
@@ -123,6 +132,9 @@ def build_lite(
         input_shape: (height, width, 3); any size works, the network is fully convolutional.
         include_top: add global pooling and the 1000-class ImageNet classifier (logits).
         bn_momentum: BatchNorm moving-average momentum (only matters when BN is trained).
+        stochastic_depth: while training, each residual branch is skipped for an image at a
+            rate rising linearly from 0 at the first block to this at the end (the original's
+            drop-connect); it adds no weights and does nothing at inference.
 
     Returns:
         A Keras model whose output is the 1280-channel feature map (or ImageNet logits).
@@ -132,10 +144,11 @@ def build_lite(
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = _bn("stem_bn", bn_momentum)(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
-    index = 0
+    index, blocks = 0, num_blocks(variant)
     for stage in _stages(variant):
         for r in range(stage.repeats):
-            x = _block(x, index, stage, r == 0, bn_momentum)
+            drop = stochastic_depth * index / blocks
+            x = _block(x, index, stage, r == 0, momentum=bn_momentum, drop=drop)
             index += 1
     x = layers.Conv2D(HEAD_CHANNELS, 1, padding="same", use_bias=False, name="head_conv")(x)
     x = _bn("head_bn", bn_momentum)(x)
