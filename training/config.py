@@ -69,8 +69,9 @@ class ModelConfig(_Section):
     bn_momentum: float = Field(0.9, gt=0, lt=1)
     """Only for BatchNorm layers that train (from scratch); Keras' 0.999 stalls small runs."""
     stochastic_depth: float = Field(0.0, ge=0, lt=1)
-    """Lite backbones: while fine-tuning, skip each residual branch for an image at a rate
-    rising linearly from 0 at the first block to this at the end; 0 turns it off."""
+    """Lite backbones: in every training step, skip each residual branch for an image at a rate
+    rising linearly from 0 at the first block to this at the end; 0 turns it off. With
+    `fine_tune_on: pixels` the frozen blocks drop too; cached activations are computed without."""
     tta_flip: bool = False
     """Average the logits of the image and its mirror image inside the graph."""
 

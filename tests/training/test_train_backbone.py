@@ -122,29 +122,30 @@ def test_stochastic_depth_drops_whole_residual_branches_only_while_training():
     block; at inference the network is the one without it, so the export does not change."""
     import keras
 
-    from training.backbones import build_backbone
     from training.backbones.lite import num_blocks
-    from training.model import freeze_batchnorm
+    from training.config import load_config
+    from training.model import backbone_for, freeze_batchnorm
 
     def build(rate: float) -> keras.Model:
-        model = build_backbone(
-            "efficientnet_lite0",
-            (64, 48, 3),
-            weights=None,
-            cache_dir=Path("."),
-            stochastic_depth=rate,
-        )
+        small = ["input.height=64", "input.width=48", "model.weights=null"]
+        cfg = load_config(None, [*small, f"model.stochastic_depth={rate}"])
+        model = backbone_for(cfg)
         freeze_batchnorm(model)
         return model
 
+    keras.utils.set_random_seed(0)
     plain, dropping = build(0.0), build(0.4)
+    assert not any(isinstance(x, keras.layers.Dropout) for x in plain.layers)
     dropping.set_weights(plain.get_weights())  # dropout adds no weights
     drops = {x.name: x for x in dropping.layers if isinstance(x, keras.layers.Dropout)}
     adds = [x.name for x in dropping.layers if isinstance(x, keras.layers.Add)]
     assert sorted(drops) == sorted(a.replace("_add", "_drop") for a in adds)
     blocks = num_blocks("efficientnet_lite0")
     for name, layer in drops.items():
-        index = int(name.removeprefix("block").partition("_")[0])
+        block = name.removesuffix("drop")
+        assert layer.input is dropping.get_layer(block + "bn2").output  # the branch, not
+        assert dropping.get_layer(block + "add").input[0] is layer.output  # the shortcut
+        index = int(block.removeprefix("block").rstrip("_"))
         assert layer.rate == pytest.approx(0.4 * index / blocks)
 
     x = np.random.default_rng(0).uniform(0, 255, (6, 64, 48, 3)).astype(np.float32)
