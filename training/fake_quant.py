@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from training.rounding import following_batchnorm
+from training.rounding import fold_scale
 
 _CONVS = (layers.Conv2D, layers.DepthwiseConv2D)
 _QUANTIZED = (layers.Rescaling, layers.ReLU, layers.Add, layers.GlobalAveragePooling2D)
@@ -55,19 +55,15 @@ class QuantizedKernel(layers.Layer):
     that follows (the converter merges the two), per output channel, symmetric, 8 bits. The
     gradient reaches `conv.kernel` straight through the rounding."""
 
-    def __init__(self, conv: layers.Layer, bn: layers.Layer | None, **kwargs) -> None:
+    def __init__(self, conv: layers.Layer, **kwargs) -> None:
         super().__init__(**kwargs)
         self.conv = conv  # tracked: the kernel trains through this layer, the only caller
-        object.__setattr__(self, "_bn", bn)  # not tracked: the BatchNorm runs after this
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        conv, bn = self.conv, self._bn
+        conv = self.conv
         kernel = tf.convert_to_tensor(conv.kernel)
-        channels = kernel.shape[2] if isinstance(conv, layers.DepthwiseConv2D) else kernel.shape[3]
-        scale = tf.ones((channels,))
-        if bn is not None:
-            scale = bn.gamma / tf.sqrt(bn.moving_variance + bn.epsilon)
-            scale = tf.where(tf.abs(scale) < 1e-12, 1e-12, scale)  # a dead channel stays dead
+        scale = fold_scale(conv)
+        channels = scale.shape[0]
         flat = tf.reshape(kernel, (-1, channels)) * scale  # depthwise (kh, kw, C, 1) too
         limit = tf.maximum(tf.stop_gradient(tf.reduce_max(tf.abs(flat), axis=0)), 1e-8)
         flat = tf.quantization.fake_quant_with_min_max_vars_per_channel(
@@ -101,9 +97,7 @@ def simulate_int8(model: keras.Model) -> keras.Model:
 
     def call(layer: layers.Layer, *args, **kwargs):
         if isinstance(layer, _CONVS):
-            return QuantizedKernel(layer, following_batchnorm(layer), name=f"{layer.name}_int8")(
-                *args, **kwargs
-            )
+            return QuantizedKernel(layer, name=f"{layer.name}_int8")(*args, **kwargs)
         out = layer(*args, **kwargs)
         return FakeQuant(name=f"{layer.name}_fq")(out) if _quantized(layer) else out
 

@@ -39,13 +39,15 @@ def following_batchnorm(conv: layers.Layer) -> layers.BatchNormalization | None:
     return nxt if isinstance(nxt, layers.BatchNormalization) else None
 
 
-def fold_scale(conv: layers.Layer) -> np.ndarray:
-    """Per output channel, what the converter multiplies `conv`'s kernel by when folding."""
+def fold_scale(conv: layers.Layer) -> tf.Tensor:
+    """Per output channel, what the converter multiplies `conv`'s kernel by when folding the
+    BatchNorm after it into it (1 where gamma is 0: that channel's output ignores the kernel).
+    A tensor, so quantization-aware training reads it in its graph."""
     bn = following_batchnorm(conv)
     if bn is None:
-        return np.ones(conv.kernel.shape[-2 if _depthwise(conv) else -1], np.float32)
-    scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-    return np.where(np.abs(scale) < 1e-12, 1.0, scale)  # gamma 0: the output ignores the kernel
+        return tf.ones(conv.kernel.shape[-2 if _depthwise(conv) else -1], tf.float32)
+    scale = tf.convert_to_tensor(bn.gamma) / tf.sqrt(bn.moving_variance + bn.epsilon)
+    return tf.where(tf.abs(scale) < 1e-12, tf.ones_like(scale), scale)
 
 
 def _depthwise(conv: layers.Layer) -> bool:
@@ -155,7 +157,7 @@ def gptq_kernels(model: keras.Model, images: np.ndarray) -> dict[layers.Layer, n
     kernels: dict[layers.Layer, np.ndarray] = {}
     for conv, h in hessians(model, images).items():
         k = conv.kernel.numpy()
-        scale = fold_scale(conv).astype(np.float64)
+        scale = fold_scale(conv).numpy().astype(np.float64)
         folded = k.reshape(-1, len(scale)).T * scale[:, None]  # (output channels, inputs)
         step = np.maximum(np.abs(folded).max(axis=1), 1e-12) / 127
         rounded = gptq(folded, h, step) / scale[:, None]

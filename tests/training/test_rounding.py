@@ -40,7 +40,7 @@ def test_gptq_rounds_onto_the_grid_and_keeps_the_layer_output_closer():
 
 def _folded(conv: keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
     """The kernel as the int8 file stores it: folded, output channels first."""
-    scale = rounding.fold_scale(conv)
+    scale = rounding.fold_scale(conv).numpy()
     if isinstance(conv, keras.layers.DepthwiseConv2D):
         scale = scale[:, None]
     return (kernel * scale).transpose(3, 0, 1, 2)
@@ -164,7 +164,7 @@ def test_the_int8_file_holds_the_gptq_kernels_and_the_model_keeps_its_own(tmp_pa
         return model.predict(pixels.astype(np.float32), verbose=0)
 
     def nearest(conv: keras.layers.Layer) -> np.ndarray:
-        scale = rounding.fold_scale(conv)
+        scale = rounding.fold_scale(conv).numpy()
         flat = originals[conv].reshape(-1, len(scale)) * scale
         step = np.maximum(np.abs(flat).max(axis=0), 1e-12) / 127
         return (np.round(flat / step) * step / scale).reshape(originals[conv].shape)
