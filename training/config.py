@@ -108,9 +108,6 @@ class PhaseConfig(_Section):
     schedule: Literal["constant", "cosine"] = "cosine"
     patience: int = Field(8, ge=1)
     """Early stopping on validation macro-F1; the best epoch's weights are restored."""
-    ema: float = Field(0.0, ge=0, lt=1)
-    """Momentum of a moving average of the weights, updated every step; each epoch is validated
-    (and kept) with the averaged weights (0 = off)."""
 
 
 class TrainConfig(_Section):

@@ -124,12 +124,11 @@ def _optimizer(phase: PhaseConfig, steps: int) -> keras.optimizers.Optimizer:
     lr: Any = phase.learning_rate
     if phase.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(phase.learning_rate, max(steps, 1))
-    ema = {"use_ema": phase.ema > 0, "ema_momentum": phase.ema or 0.99}
     if phase.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=phase.weight_decay, **ema)
+        return keras.optimizers.AdamW(lr, weight_decay=phase.weight_decay)
     if phase.optimizer == "adam":
-        return keras.optimizers.Adam(lr, **ema)
-    return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=phase.weight_decay or None, **ema)
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=phase.weight_decay or None)
 
 
 def fit_phase(
@@ -171,9 +170,7 @@ def fit_phase(
         baseline=baseline,
     )
     batches = _Batches(x, y, classes=classes, train=train, augment=augment)
-    # the averaged weights are swapped in before `best` validates (and keeps) an epoch
-    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if phase.ema else []
-    model.fit(batches, epochs=phase.epochs, verbose=0, callbacks=[*swap, best])
+    model.fit(batches, epochs=phase.epochs, verbose=0, callbacks=[best])
     return best.rows
 
 
