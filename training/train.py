@@ -74,7 +74,7 @@ class _BestMacroF1(keras.callbacks.Callback):
         self.rows: list[dict[str, Any]] = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.baseline is not None:  # an epoch must beat the weights the phase starts from
+        if self.baseline is not None:  # an epoch must reach it to replace the starting weights
             self.best, self.best_weights = self.baseline, self.model.get_weights()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -110,7 +110,7 @@ class _BestMacroF1(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
         if self.best_epoch < 0 and self.baseline is not None:
             log.info(
-                "%s: no epoch beat val macro-F1 %.4f; kept the weights it started from",
+                "%s: no epoch reached val macro-F1 %.4f; kept the weights it started from",
                 self.phase,
                 self.baseline,
             )
@@ -149,8 +149,8 @@ def fit_phase(
     """Fit `model` on (x, y) with early stopping on validation macro-F1; returns epoch rows.
 
     With `augment`, x holds images and every batch is augmented afresh. With `baseline` (the
-    validation macro-F1 the model already has), the phase keeps its starting weights unless
-    an epoch beats it."""
+    validation macro-F1 to reach), the phase keeps its starting weights unless an epoch
+    beats it."""
     if phase.epochs == 0:
         return []
     steps = phase.epochs * math.ceil(len(x) / train.batch_size)
@@ -348,7 +348,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
             name="fine_tune",
             hook=hook,
             augment=augment,
-            baseline=head_best,
+            baseline=None if head_best is None else head_best - cfg.train.fine_tune_tolerance,
         )
         timings["fine_tune_s"] = time.monotonic() - t0
     backbone.trainable = False

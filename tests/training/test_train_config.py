@@ -33,6 +33,7 @@ def test_overrides_are_typed_and_nested():
         ("train.batch_size=many", "train.batch_size"),
         ("quantize.gate.min_agreement=2", "quantize.gate.min_agreement"),
         ("train.mixup=-1", "train.mixup"),
+        ("train.fine_tune_tolerance=2", "train.fine_tune_tolerance"),
         ("model.stochastic_depth=1", "model.stochastic_depth"),
         ("registry.signing_key=/nonexistent/key.pem", "registry.signing_key"),
         ("model.weights=pretrainde", "model.weights"),

@@ -1,4 +1,5 @@
-"""Fine-tuning keeps what the head phase reached unless it does better, and on freshly
+"""Fine-tuning replaces what the head phase reached unless it falls short of it by more than
+`train.fine_tune_tolerance`, and on freshly
 augmented pixels (through simulated int8 rounding or not) it trains the top blocks and the
 head, nothing else."""
 
@@ -48,6 +49,41 @@ def test_a_phase_that_never_beats_its_baseline_keeps_its_starting_weights():
         np.testing.assert_array_equal(a, b)
     start, end, rows = _fit(baseline=None)  # the same phase without one keeps its best epoch
     assert not np.allclose(start[0], end[0])
+
+
+@pytest.mark.slow
+def test_the_fine_tune_must_come_within_the_tolerance_of_the_head(
+    image_folder, tmp_path, monkeypatch
+):
+    import training.train as train_module
+
+    cfg = load_config(
+        None,
+        [
+            f"data.dir={image_folder}",
+            "input.height=64",
+            "input.width=48",
+            "augment.views=1",
+            "train.head.epochs=2",
+            "train.fine_tune.epochs=1",
+            "train.fine_tune_blocks=1",
+            "train.fine_tune_tolerance=0.05",
+            f"cache_dir={tmp_path / 'cache'}",
+        ],
+    )
+    baselines: dict[str, float | None] = {}
+
+    def spy(*args, **kwargs):
+        baselines[kwargs["name"]] = kwargs.get("baseline")
+        return real(*args, **kwargs)
+
+    real = train_module.fit_phase
+    monkeypatch.setattr(train_module, "fit_phase", spy)
+    ds, pixels = load_dataset(cfg)
+    rows = train_module.train(cfg, ds, pixels).epochs
+    head_best = max(r["val_macro_f1"] for r in rows if r["phase"] == "head")
+    assert baselines["head"] is None
+    assert baselines["fine_tune"] == pytest.approx(head_best - 0.05)
 
 
 def _weights(model, names: set[str]) -> dict[str, list[np.ndarray]]:
