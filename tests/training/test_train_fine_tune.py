@@ -1,7 +1,6 @@
 """Fine-tuning replaces what the head phase reached unless it falls short of it by more than
-`train.fine_tune_tolerance`, and on freshly
-augmented pixels (through simulated int8 rounding or not) it trains the top blocks and the
-head, nothing else."""
+`train.fine_tune_tolerance`, and on freshly augmented pixels (through simulated int8 rounding
+or not) it trains the top blocks and the head, nothing else."""
 
 from __future__ import annotations
 
