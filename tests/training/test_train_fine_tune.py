@@ -11,8 +11,22 @@ import pytest
 
 pytest.importorskip("keras")
 
-from training.config import PhaseConfig, TrainConfig, load_config
+from training.config import Config, PhaseConfig, TrainConfig, load_config
 from training.data import load_dataset
+
+
+def _tiny_config(image_folder: Path, tmp_path: Path, *overrides: str) -> Config:
+    """The built-in defaults on the small test folder at 64x48, caching under tmp_path."""
+    return load_config(
+        None,
+        [
+            f"data.dir={image_folder}",
+            "input.height=64",
+            "input.width=48",
+            f"cache_dir={tmp_path / 'cache'}",
+            *overrides,
+        ],
+    )
 
 
 def _fit(baseline: float | None) -> tuple[list[np.ndarray], list[np.ndarray], list[dict]]:
@@ -56,19 +70,14 @@ def test_the_fine_tune_must_come_within_the_tolerance_of_the_head(
 ):
     import training.train as train_module
 
-    cfg = load_config(
-        None,
-        [
-            f"data.dir={image_folder}",
-            "input.height=64",
-            "input.width=48",
-            "augment.views=1",
-            "train.head.epochs=2",
-            "train.fine_tune.epochs=1",
-            "train.fine_tune_blocks=1",
-            "train.fine_tune_tolerance=0.05",
-            f"cache_dir={tmp_path / 'cache'}",
-        ],
+    cfg = _tiny_config(
+        image_folder,
+        tmp_path,
+        "augment.views=1",
+        "train.head.epochs=2",
+        "train.fine_tune.epochs=1",
+        "train.fine_tune_blocks=1",
+        "train.fine_tune_tolerance=0.05",
     )
     baselines: dict[str, float | None] = {}
 
@@ -98,21 +107,16 @@ def test_pixel_fine_tune_moves_only_the_top_blocks_and_keeps_batchnorm(
     from training.fake_quant import FakeQuant, QuantizedKernel
     from training.train import train
 
-    cfg = load_config(
-        None,
-        [
-            f"data.dir={image_folder}",
-            "input.height=64",
-            "input.width=48",
-            "augment.views=1",
-            "train.head.epochs=0",  # no head score to beat: the fine-tuned weights stay
-            "train.fine_tune.epochs=1",
-            "train.fine_tune.patience=1",
-            "train.fine_tune_blocks=1",
-            "train.fine_tune_on=pixels",
-            f"train.quantization_aware={str(quantization_aware).lower()}",
-            f"cache_dir={tmp_path / 'cache'}",
-        ],
+    cfg = _tiny_config(
+        image_folder,
+        tmp_path,
+        "augment.views=1",
+        "train.head.epochs=0",  # no head score to beat: the fine-tuned weights stay
+        "train.fine_tune.epochs=1",
+        "train.fine_tune.patience=1",
+        "train.fine_tune_blocks=1",
+        "train.fine_tune_on=pixels",
+        f"train.quantization_aware={str(quantization_aware).lower()}",
     )
     ds, pixels = load_dataset(cfg)
     before = build_backbone(
@@ -146,19 +150,14 @@ def test_from_scratch_trains_every_layer_and_the_batchnorm_statistics(
 
     import training.train as train_module
 
-    cfg = load_config(
-        None,
-        [
-            f"data.dir={image_folder}",
-            "input.height=64",
-            "input.width=48",
-            "model.backbone=mobilenet_v2",
-            "model.alpha=0.35",
-            "model.weights=null",
-            "model.tta_flip=true",
-            "train.head.epochs=1",
-            f"cache_dir={tmp_path / 'cache'}",
-        ],
+    cfg = _tiny_config(
+        image_folder,
+        tmp_path,
+        "model.backbone=mobilenet_v2",
+        "model.alpha=0.35",
+        "model.weights=null",
+        "model.tta_flip=true",
+        "train.head.epochs=1",
     )
     ds, pixels = load_dataset(cfg)
     names = ("Conv1", "bn_Conv1", "Conv_1")
