@@ -74,7 +74,7 @@ class _BestMacroF1(keras.callbacks.Callback):
         self.rows: list[dict[str, Any]] = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.baseline is not None:  # an epoch must reach it to replace the starting weights
+        if self.baseline is not None:  # an epoch must beat it to replace the starting weights
             self.best, self.best_weights = self.baseline, self.model.get_weights()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -110,7 +110,7 @@ class _BestMacroF1(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
         if self.best_epoch < 0 and self.baseline is not None:
             log.info(
-                "%s: no epoch reached val macro-F1 %.4f; kept the weights it started from",
+                "%s: no epoch beat val macro-F1 %.4f; kept the weights it started from",
                 self.phase,
                 self.baseline,
             )
