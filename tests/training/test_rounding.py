@@ -52,15 +52,18 @@ def _kernels_in(path: Path) -> list[np.ndarray]:
 
     interpreter = Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
+    # Activations hold whatever the arena held (a stray signalling NaN warns on the
+    # cast), so read only tensors that no op writes: the model's constants.
+    written = {t for op in interpreter._get_ops_details() for t in op["outputs"]}
+    written |= {d["index"] for d in interpreter.get_input_details()}
     kernels = []
     for detail in interpreter.get_tensor_details():
         q = detail["quantization_parameters"]
-        if len(detail["shape"]) != 4 or detail["dtype"] not in (np.int8, np.float32):
+        if detail["index"] in written or len(detail["shape"]) != 4:
             continue
-        try:
-            values = interpreter.get_tensor(detail["index"]).astype(np.float64)
-        except ValueError:  # an activation, not allocated between invokes
+        if detail["dtype"] not in (np.int8, np.float32):
             continue
+        values = interpreter.get_tensor(detail["index"]).astype(np.float64)
         if detail["dtype"] == np.int8:
             if len(q["scales"]) < 2:
                 continue
