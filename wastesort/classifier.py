@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -18,14 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wastesort import scoring
+from wastesort import artifacts, scoring
 from wastesort.errors import ImageError, IntegrityError, ModelError
-from wastesort.manifest import ArtifactRef, InputSpec, ModelEntry, OutputSpec
-from wastesort.preprocess import DEFAULT_MAX_PIXELS, preprocess
+from wastesort.manifest import InputSpec, ModelEntry, OutputSpec
+from wastesort.preprocess import DEFAULT_MAX_PIXELS, load_image, to_tensor
 from wastesort.runtime import RuntimeInfo, load_edgetpu_delegate, make_interpreter
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,17 @@ class Classifier:
         started = time.perf_counter()
         base, ref = split_ref(str(uri or default_model_uri()))
         if base.endswith(".tflite"):
-            content = _read_model(Path(base))
-            entry = _entry_for_bare_file(Path(base), content, labels)
+            content = artifacts.read_model_file(Path(base))
+            entry = artifacts.entry_for_file(Path(base), content, labels)
         else:
-            content, entry, delegate = _from_registry(
-                base, ref, cache_dir=cache_dir, public_key=public_key, delegate=delegate
+            from wastesort.registry import Registry  # noqa: PLC0415 (not for bare files)
+
+            registry = Registry.from_uri(base, cache_dir=cache_dir)
+            choice = artifacts.choose(
+                registry.resolve(ref), delegate=delegate, public_key=public_key
             )
+            content = artifacts.fetch(registry, choice)  # the very bytes that were verified
+            entry, delegate = choice.entry, choice.delegate
         if expected_sha256 and entry.sha256 != expected_sha256.lower():
             raise IntegrityError(
                 f"model {entry.version} has sha256 {entry.sha256[:12]}..., "
@@ -210,9 +215,42 @@ class Classifier:
     def input_spec(self) -> InputSpec:
         return self.entry.input
 
+    # The steps of `predict`, public so the edge runner can time each one:
+    # decode (bytes -> upright RGB image) -> to_array (image -> model input) -> predict_arrays.
+
+    def decode(self, data: bytes) -> Image.Image:
+        """Image bytes -> an upright RGB image, decoded no larger than this model needs (the
+        JPEG draft-size rule) and refused above `max_pixels`.
+
+        Raises:
+            ImageError: the bytes are not a usable image.
+        """
+        spec = self.entry.input
+        return load_image(data, max_pixels=self.max_pixels, draft_size=(spec.width, spec.height))
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """An upright RGB image (from `decode`, or a camera frame) -> the uint8 (H, W, 3) input."""
+        return to_tensor(image, self.entry.input)
+
     def preprocess(self, data: bytes) -> np.ndarray:
-        """Image bytes -> the uint8 (H, W, 3) array this model takes."""
-        return preprocess(data, self.entry.input, max_pixels=self.max_pixels)
+        """Image bytes -> the uint8 (H, W, 3) array this model takes (`preprocess.preprocess`)."""
+        return self.to_array(self.decode(data))
+
+    def predict_image(self, image: Image.Image, *, top_k: int | None = None) -> Prediction:
+        """Classify an already decoded image (a camera frame, a `decode` result)."""
+        return self.predict_arrays(self.to_array(image), top_k=top_k)[0]
+
+    def warm_up(self) -> float:
+        """One invoke on a blank input, so the first real image does not pay for the
+        runtime's lazy set-up; also a smoke test of a model without a golden set.
+
+        Returns:
+            the milliseconds it took.
+        """
+        spec = self.entry.input
+        started = time.perf_counter()
+        self.predict_arrays(np.zeros((spec.height, spec.width, spec.channels), np.uint8))
+        return round((time.perf_counter() - started) * 1000, 1)
 
     def scores_from_arrays(self, arrays: np.ndarray) -> np.ndarray:
         """Preprocessed uint8 images (N, H, W, 3) -> calibrated probabilities (N, classes)."""
@@ -321,78 +359,3 @@ class _Slot:
         raw = self.interpreter.get_tensor(self.output["index"])
         scale, zero_point = self.output["quantization"]
         return scoring.dequantize(raw, scale, zero_point)
-
-
-def _read_model(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ModelError(f"no model file at {path}", code="not_found") from None
-
-
-def _from_registry(
-    base: str,
-    ref: str | None,
-    *,
-    cache_dir: str | Path | None,
-    public_key: bytes | str | Path | None,
-    delegate: str | None,
-) -> tuple[bytes, ModelEntry, str | None]:
-    from wastesort.registry import Registry  # noqa: PLC0415
-
-    registry = Registry.from_uri(base, cache_dir=cache_dir)
-    entry = registry.resolve(ref)
-    if public_key is not None:
-        from wastesort.signing import verify  # noqa: PLC0415
-
-        verify(entry, public_key)
-    artifact = entry.artifact
-    if delegate == "edgetpu":
-        if "edgetpu" in entry.extra_artifacts and load_edgetpu_delegate() is not None:
-            artifact = entry.extra_artifacts["edgetpu"]
-        else:
-            log.warning("model %s runs on the CPU (no Edge TPU model or device)", entry.version)
-            delegate = None
-    _, content = registry.fetch_content(artifact)  # the very bytes that were verified
-    return content, entry, delegate
-
-
-def _version_stem(stem: str) -> str:
-    """A file name made fit for a version id (letters, digits, '.', '_', '-')."""
-    cleaned = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", stem))
-    return cleaned.strip("._-")[:100] or "model"
-
-
-def _entry_for_bare_file(path: Path, content: bytes, labels: Sequence[str] | None) -> ModelEntry:
-    """A manifest entry for a `.tflite` outside any registry, read off the model itself."""
-    if labels is None:
-        candidates = [path.with_suffix(".labels.txt"), path.parent / "labels.txt"]
-        found = next((c for c in candidates if c.exists()), None)
-        if found is None:
-            raise ModelError(
-                f"{path}: no labels (put them one per line in {candidates[0].name} or "
-                "labels.txt beside the model, or pass labels=...)"
-            )
-        labels = [line.strip() for line in found.read_text().splitlines() if line.strip()]
-    interpreter, _ = make_interpreter(content, num_threads=1)
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    digest = hashlib.sha256(content).hexdigest()
-    _, height, width, _ = (int(v) for v in inp["shape"])
-    return ModelEntry(
-        version=f"{_version_stem(path.stem)}-{digest[:8]}",
-        artifact=ArtifactRef(path=path.name, sha256=digest, size=len(content)),
-        labels=list(labels),
-        input=InputSpec(
-            height=height,
-            width=width,
-            dtype=np.dtype(inp["dtype"]).name,
-            scale=float(inp["quantization"][0]) or 1.0,
-            zero_point=int(inp["quantization"][1]),
-        ),
-        output=OutputSpec(
-            dtype=np.dtype(out["dtype"]).name,
-            scale=float(out["quantization"][0]) or 1.0,
-            zero_point=int(out["quantization"][1]),
-        ),
-    )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 UNCERTAIN = "uncertain"
+"""The decision when the model is not sure enough; the one place this word is spelled."""
 
 
 def dequantize(raw: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -61,12 +62,19 @@ def calibrate(raw: np.ndarray, *, kind: str, temperature: float = 1.0) -> np.nda
     return (probs / probs.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def is_confident(confidence: float | np.ndarray, threshold: float) -> bool | np.ndarray:
+    """The one decision rule: a confidence at or above the threshold is decided, below it is
+    `uncertain`. Works elementwise on arrays (calibration sweeps thresholds over many images).
+    """
+    return confidence >= threshold
+
+
 def decide(probs: np.ndarray, labels: Sequence[str], threshold: float) -> tuple[str, float, str]:
     """(predicted_class, confidence, decision); the decision is `uncertain` below threshold."""
     best = int(np.argmax(probs))
     confidence = float(probs[best])
     predicted = labels[best]
-    return predicted, confidence, (predicted if confidence >= threshold else UNCERTAIN)
+    return predicted, confidence, (predicted if is_confident(confidence, threshold) else UNCERTAIN)
 
 
 def ranked(probs: np.ndarray, labels: Sequence[str], top_k: int | None = None) -> dict[str, float]:
