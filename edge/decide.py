@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wastesort.classifier import Prediction
-from wastesort.scoring import UNCERTAIN
+from wastesort.scoring import UNCERTAIN, is_confident
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Debouncer:
         self._seen += 1
         if self._best is None or prediction.confidence > self._best.confidence:
             self._best = prediction
-        confident = prediction.confidence >= threshold
+        confident = is_confident(prediction.confidence, threshold)
         label = prediction.predicted_class
         if confident and label == self._streak_label:
             self._streak.append(prediction.confidence)

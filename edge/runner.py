@@ -31,7 +31,6 @@ from edge.telemetry import Sink, TelemetryQueue, Uploader, open_sink
 from edge.updater import Updater, describe
 from wastesort.classifier import Classifier, Prediction
 from wastesort.errors import ImageError
-from wastesort.preprocess import load_image, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,6 @@ class Runner:
     def process(self, frame: Frame) -> Decision | None:
         """Classify one frame; returns the decision when this frame completes an item."""
         clf = self.classifier
-        spec = clf.input_spec
         seconds = self.stats.seconds
         if frame.item != self._item:
             self.end_item()
@@ -214,13 +212,11 @@ class Runner:
             return None  # the rest of a burst whose item is already decided
         t0 = time.perf_counter()
         if frame.data is not None:
-            image = load_image(
-                frame.data, max_pixels=clf.max_pixels, draft_size=(spec.width, spec.height)
-            )
+            image = clf.decode(frame.data)
         else:
             image = Image.fromarray(np.ascontiguousarray(frame.array, dtype=np.uint8))
         t1 = time.perf_counter()
-        array = to_tensor(image, spec)
+        array = clf.to_array(image)
         t2 = time.perf_counter()
         prediction = clf.predict_arrays(array)[0]
         t3 = time.perf_counter()

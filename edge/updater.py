@@ -22,21 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge.config import ModelConfig
+from wastesort import artifacts, golden
+from wastesort.artifacts import EDGETPU, Choice
 from wastesort.classifier import Classifier, default_model_uri
-from wastesort.errors import (
-    ImageError,
-    ModelError,
-    RegistryError,
-    SignatureError,
-    WastesortError,
-)
+from wastesort.errors import ModelError, RegistryError, SignatureError, WastesortError
 from wastesort.manifest import ArtifactRef, ModelEntry
-from wastesort.registry import Registry, verify_bytes
-from wastesort.registry.local import write_atomic
-from wastesort.runtime import load_edgetpu_delegate
+from wastesort.registry import Registry, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +58,7 @@ class Installed:
     def files(self) -> set[str]:
         """What this install keeps in `models/`: an Edge TPU build keeps the version's CPU
         build beside it, for a boot without the Coral (no registry needed then)."""
-        if self.variant == "edgetpu":
+        if self.variant == EDGETPU:
             return {self.file, self.cpu_file}
         return {self.file}
 
@@ -165,33 +157,24 @@ class Updater:
 
     # --- loading -----------------------------------------------------------------------------
 
-    def _classifier(self, content: bytes, entry: ModelEntry, variant: str | None) -> Classifier:
+    def _classifier(self, content: bytes, choice: Choice) -> Classifier:
         return Classifier(
-            content,
-            entry,
-            delegate="edgetpu" if variant == "edgetpu" else None,
-            num_threads=self.config.num_threads,
+            content, choice.entry, delegate=choice.delegate, num_threads=self.config.num_threads
         )
 
     def _load_installed(self, installed: Installed) -> Classifier:
-        entry = installed.entry
-        variant, path = installed.variant, self.dir / installed.file
-        if variant == "edgetpu" and load_edgetpu_delegate() is None:  # logs why
+        choice = Choice(installed.entry, installed.variant)
+        if choice.variant and artifacts.variant_for(choice.entry, choice.variant) is None:
             # The hardware is missing, not the model: the same version serves on the CPU and
             # stays installed (and not rejected), so it runs on the Coral again once it is back.
-            log.warning("model %s: no Edge TPU; serving its CPU build", entry.version)
-            variant, path = None, self.dir / installed.cpu_file
-        ref = entry.extra_artifacts[variant] if variant else entry.artifact
+            choice = Choice(installed.entry, None)
+        path = self.dir / file_name(choice.ref, choice.variant)
         if path.name == installed.file or path.exists():
             content = path.read_bytes()
         else:  # an Edge TPU install from before the CPU build was kept beside it
-            content = self._fetch(ref)
-        verify_bytes(content, ref)
-        if self.config.public_key is not None:
-            from wastesort.signing import verify  # noqa: PLC0415
-
-            verify(installed.entry, self.config.public_key)
-        return self._classifier(content, installed.entry, variant)
+            content = self._fetch(choice.ref)
+        artifacts.verify_content(content, choice, public_key=self.config.public_key)
+        return self._classifier(content, choice)
 
     def start(self) -> Classifier:
         """The model to serve at boot: the installed one, else the last known good, else a
@@ -225,30 +208,17 @@ class Updater:
         log.info("installed model %s (%s)", classifier.version, describe(classifier))
         return classifier
 
-    def _variant_for(self, entry: ModelEntry) -> str | None:
-        if self.config.delegate != "edgetpu":
-            return None
-        if "edgetpu" not in entry.extra_artifacts:
-            log.warning("model %s has no Edge TPU build; running on the CPU", entry.version)
-            return None
-        if load_edgetpu_delegate() is None:  # logs why, once per load
-            return None
-        return "edgetpu"
-
     def _prepare(self, entry: ModelEntry) -> Prepared:
         """Download, verify, load and self-test `entry`; nothing on disk changes yet."""
-        if self.config.public_key is not None:
-            from wastesort.signing import verify  # noqa: PLC0415
-
-            verify(entry, self.config.public_key)
-        variant = self._variant_for(entry)
-        ref = entry.extra_artifacts[variant] if variant else entry.artifact
-        installed = Installed(entry, file_name(ref, variant), variant)
-        files = {installed.file: self._fetch(ref)}
-        classifier = self._classifier(files[installed.file], entry, variant)
+        choice = artifacts.choose(
+            entry, delegate=self.config.delegate, public_key=self.config.public_key
+        )
+        installed = Installed(entry, file_name(choice.ref, choice.variant), choice.variant)
+        files = {installed.file: self._fetch(choice.ref)}
+        classifier = self._classifier(files[installed.file], choice)
         if self.config.self_test:
             self.self_test(classifier)
-        if variant == "edgetpu":  # for a boot without the Coral: see _load_installed
+        if choice.variant == EDGETPU:  # for a boot without the Coral: see _load_installed
             files[installed.cpu_file] = self._fetch(entry.artifact)
         return classifier, installed, files
 
@@ -259,7 +229,7 @@ class Updater:
         return content
 
     def self_test(self, classifier: Classifier) -> None:
-        """Replay the golden set published with the version.
+        """Replay the golden set published with the version (`wastesort.golden`'s rule).
 
         Raises:
             SelfTestError: a golden image gets another class, or scores off by more than
@@ -268,31 +238,16 @@ class Updater:
         entry = classifier.entry
         if not entry.golden_set:
             log.warning("model %s has no golden set; only a blank frame is tried", entry.version)
-            spec = entry.input
-            classifier.predict_arrays(np.zeros((spec.height, spec.width, 3), np.uint8))
+            classifier.warm_up()
             return
-        for item in entry.golden_set:
-            _, data = self.registry.fetch_content(item.image)
-            try:
-                got = classifier.predict(data)
-            except ImageError as exc:
-                raise SelfTestError(f"golden image {item.image.path}: {exc}") from exc
-            published = item.scores.get(item.expected_class)
-            borderline = published is not None and published < entry.uncertain_threshold
-            # A golden image the model itself was unsure of may tip to another class on
-            # another runtime's rounding; its scores are still checked below.
-            if got.predicted_class != item.expected_class and not borderline:
-                raise SelfTestError(
-                    f"model {entry.version} says {got.predicted_class!r} for golden image "
-                    f"{item.image.path}, expected {item.expected_class!r}"
-                )
-            for label, expected in item.scores.items():
-                actual = got.all_confidences.get(label, 0.0)
-                if abs(actual - expected) > self.config.golden_tolerance:
-                    raise SelfTestError(
-                        f"model {entry.version}: golden image {item.image.path} scores "
-                        f"{label}={actual:.4f}, published {expected:.4f}"
-                    )
+        images = ((item, self.registry.fetch_content(item.image)[1]) for item in entry.golden_set)
+        failures = golden.check(
+            classifier.predict, entry, images, tolerance=self.config.golden_tolerance
+        )
+        if failures:
+            raise SelfTestError(
+                f"model {entry.version} failed its golden set: golden image " + "; ".join(failures)
+            )
 
     def _install(self, installed: Installed, files: dict[str, bytes]) -> None:
         """Model files first, then state.json: a crash between leaves unused files."""
@@ -435,5 +390,5 @@ class Updater:
 
 def describe(classifier: Classifier) -> str:
     info = classifier.runtime
-    where = "Edge TPU" if info.delegate == "edgetpu" else f"CPU x{info.num_threads}"
+    where = "Edge TPU" if info.delegate == EDGETPU else f"CPU x{info.num_threads}"
     return f"{info.name} {info.version} on {where}"

@@ -39,6 +39,7 @@ class Answer:
 
     predicted_class: str
     scores: Mapping[str, float]
+    confidence: float | None = None
 
     @classmethod
     def of(cls, prediction: Any) -> Answer:
@@ -46,8 +47,11 @@ class Answer:
             return cls(
                 str(prediction.get("predicted_class")),
                 dict(prediction.get("all_confidences") or {}),
+                prediction.get("confidence"),
             )
-        return cls(prediction.predicted_class, dict(prediction.all_confidences))
+        return cls(
+            prediction.predicted_class, dict(prediction.all_confidences), prediction.confidence
+        )
 
 
 def check_item(
@@ -59,7 +63,10 @@ def check_item(
     published = item.scores.get(item.expected_class)
     borderline = published is not None and not is_confident(published, threshold)
     if answer.predicted_class != item.expected_class and not borderline:
-        failures.append(f"{name}: expected {item.expected_class!r}, got {answer.predicted_class!r}")
+        failures.append(
+            f"{name}: expected {item.expected_class!r}, got {answer.predicted_class!r} "
+            f"(confidence {answer.confidence})"
+        )
     for label, expected in item.scores.items():
         actual = float(answer.scores.get(label, 0.0))
         if abs(actual - expected) > tolerance:

@@ -7,8 +7,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
 from functions.api.observability import logger, subsegment
 from functions.api.problems import Problem
 from functions.api.settings import Settings
@@ -104,10 +102,7 @@ class ModelState:
         lazy setup (XNNPACK packs the weights on the first invoke). Part of init on Lambda,
         and captured in the snapshot with SnapStart."""
         assert self.classifier is not None
-        spec = self.classifier.input_spec
-        start = time.perf_counter()
-        self.classifier.predict_arrays(np.zeros((spec.height, spec.width, 3), dtype=np.uint8))
-        self.warmup_ms = round((time.perf_counter() - start) * 1000, 1)
+        self.warmup_ms = self.classifier.warm_up()
 
     def retry_due(self) -> bool:
         if self.classifier is not None or self._attempted is None:

@@ -3,7 +3,8 @@
 CodeDeploy calls this before it shifts any traffic to a new version of the API function. The
 hook invokes that version directly (not the alias), first `GET /health`, then `POST /predict`
 with every golden image published with the model, and reports `Succeeded` only when the
-version is healthy, serves the expected model, and classifies every golden image as expected.
+version is healthy, serves the expected model, and answers every golden image under the one
+golden-set rule (`wastesort.golden`: the published class, scores within its tolerance).
 Anything else, including the hook failing to run, reports `Failed`, so no traffic moves.
 
 CodeDeploy skips the hook when the alias is first created; a CDK Trigger then invokes this
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wastesort import golden
 from wastesort.classifier import split_ref
 from wastesort.errors import IntegrityError
-from wastesort.manifest import ModelEntry
+from wastesort.manifest import GoldenItem, ModelEntry
 from wastesort.registry import Registry
 from wastesort.registry.s3 import S3Store
 
@@ -48,13 +50,8 @@ class GoldenSetError(Exception):
     """The new version failed the check; raised when no CodeDeploy hook execution is waiting."""
 
 
-@dataclass(frozen=True)
-class GoldenCase:
-    """One golden image and the class the model must give it."""
-
-    name: str
-    image: bytes
-    expected_class: str
+GoldenCase = tuple[GoldenItem, bytes]
+"""One golden item of the manifest and its verified image bytes."""
 
 
 @dataclass
@@ -106,7 +103,7 @@ def load_golden(s3: Any, model_uri: str) -> tuple[ModelEntry, list[GoldenCase]]:
             raise HookError(
                 f"golden image {item.image.path} does not match its sha256 and size ({exc})"
             ) from None
-        cases.append(GoldenCase(item.image.path, data, item.expected_class))
+        cases.append((item, data))
     return entry, cases
 
 
@@ -183,24 +180,22 @@ def verify(
         verdict.failures.append(f"/health sha256 {health.get('sha256')!r} != {expected_sha256}")
     if not cases:
         verdict.failures.append(f"model {entry.version} has no golden set to replay")
-    for case in cases:
-        request = {"image_base64": base64.b64encode(case.image).decode()}
+
+    def predict(image: bytes) -> dict[str, Any]:
+        request = {"image_base64": base64.b64encode(image).decode()}
         status, body = invoke(lambda_client, target, api_event("POST", "/predict", request))
-        answer = body if isinstance(body, dict) else {}
-        got = answer.get("predicted_class")
         if status != 200:
-            verdict.failures.append(f"{case.name}: /predict answered {status}: {str(body)[:200]}")
-        elif got != case.expected_class:
+            raise golden.PredictError(f"/predict answered {status}: {str(body)[:200]}")
+        answer = body if isinstance(body, dict) else {}
+        if answer.get("model_version") != entry.version:
             verdict.failures.append(
-                f"{case.name}: expected {case.expected_class!r}, got {got!r} "
-                f"(confidence {answer.get('confidence')})"
-            )
-        elif answer.get("model_version") != entry.version:
-            verdict.failures.append(
-                f"{case.name}: answered by model {answer.get('model_version')!r}, "
+                f"/predict answered with model {answer.get('model_version')!r}, "
                 f"expected {entry.version!r}"
             )
-        verdict.checked += 1
+        return answer
+
+    verdict.failures += golden.check(predict, entry, cases)
+    verdict.checked = len(cases)
     return verdict
 
 

@@ -396,11 +396,11 @@ def test_self_test_checks_class_only_where_the_model_was_sure(tmp_path, tiny_int
 def coral(monkeypatch: pytest.MonkeyPatch, *, plugged: bool) -> None:
     """Plug or unplug a fake Coral: the updater sees a delegate (or none); the fake Edge TPU
     build (the tiny model plus one byte) still runs on the CPU inside the classifier."""
-    import edge.updater
+    import wastesort.artifacts
     import wastesort.classifier
 
     delegate = object() if plugged else None
-    monkeypatch.setattr(edge.updater, "load_edgetpu_delegate", lambda: delegate)
+    monkeypatch.setattr(wastesort.artifacts, "load_edgetpu_delegate", lambda: delegate)
     monkeypatch.setattr(wastesort.classifier, "load_edgetpu_delegate", lambda: None)
 
 

@@ -40,14 +40,20 @@ def _ref(path: str, data: bytes) -> ArtifactRef:
     return ArtifactRef(path=path, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
-def manifest_bytes(*, golden: dict[str, tuple[bytes, str]] = GOLDEN) -> bytes:
+def manifest_bytes(
+    *, golden: dict[str, tuple[bytes, str]] = GOLDEN, scores: dict[str, float] | None = None
+) -> bytes:
     entry = ModelEntry(
         version=VERSION,
         artifact=ArtifactRef(path=f"artifacts/{VERSION}/model.tflite", sha256=MODEL_SHA, size=1),
         labels=["glass", "metal", "paper", "plastic"],
         input=InputSpec(height=224, width=224),
         golden_set=[
-            GoldenItem(image=_ref(f"artifacts/{VERSION}/{name}", data), expected_class=cls)
+            GoldenItem(
+                image=_ref(f"artifacts/{VERSION}/{name}", data),
+                expected_class=cls,
+                scores=scores or {},
+            )
             for name, (data, cls) in golden.items()
         ],
     )
@@ -99,10 +105,13 @@ class Aws:
     def healthy(self, *, version: str = VERSION, sha256: str = MODEL_SHA) -> None:
         self.answer(_http(200, {"status": "ok", "model_version": version, "sha256": sha256}))
 
-    def predicts(self, cls: str, *, version: str = VERSION) -> None:
+    def predicts(
+        self, cls: str, *, version: str = VERSION, scores: dict[str, float] | None = None
+    ) -> None:
         body = {
             "predicted_class": cls,
             "confidence": 0.9,
+            "all_confidences": scores or {cls: 0.9},
             "decision": cls,
             "model_version": version,
         }
@@ -169,6 +178,25 @@ def test_one_wrong_prediction_reports_failure(aws: Aws) -> None:
     assert result["status"] == "Failed"
     assert result["failures"] == [
         f"artifacts/{VERSION}/golden/can.jpg: expected 'metal', got 'glass' (confidence 0.9)"
+    ]
+    aws.assert_no_pending()
+
+
+def test_scores_drifting_past_the_golden_tolerance_fail_like_on_a_device(aws: Aws) -> None:
+    """The hook applies wastesort.golden's rule, as the edge self-test does: the right class
+    with scores 0.2 away from the published ones is a failure."""
+    published = {"plastic": 0.5, "metal": 0.5}
+    aws.registry(manifest_bytes(scores=published), _images())
+    aws.healthy()
+    aws.predicts("plastic", scores={"plastic": 0.55, "metal": 0.45})  # within 0.1
+    aws.predicts("metal", scores={"plastic": 0.3, "metal": 0.7})  # 0.2 off
+    aws.expect_report("Failed")
+
+    result = hook.handler(EVENT, None, clients=aws.clients, env=ENV)
+
+    assert result["failures"] == [
+        f"artifacts/{VERSION}/golden/can.jpg: plastic scores 0.3000, published 0.5000",
+        f"artifacts/{VERSION}/golden/can.jpg: metal scores 0.7000, published 0.5000",
     ]
     aws.assert_no_pending()
 
