@@ -1,6 +1,8 @@
 """What happens when an item is decided: light an LED, turn a servo flap, log, publish.
 
-Each actuator is a tiny class with `act(decision)` and `close()`, chosen by config. A failing
+Each actuator is a tiny class with `act(decision)` and `close()` that builds itself from its
+config section (`from_config`); `KINDS` maps the section's `type` to the class. A new kind is
+one class here, one entry in `KINDS` and one config model in edge/config.py. A failing
 actuator is logged and reported by the runner; it never stops classification.
 """
 
@@ -10,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.config import (
@@ -21,6 +24,7 @@ from edge.config import (
     WebhookActuatorConfig,
 )
 from edge.decide import Decision
+from wastesort.scoring import UNCERTAIN
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,23 @@ class Actuator(Protocol):
     def act(self, decision: Decision, context: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What an actuator may need beyond its own config section."""
+
+    device_id: str
+    pin_factory: Any = None
+    """gpiozero's pin factory (tests pass a mock one); None means the board's."""
+    console: bool | None = None
+    """Forces the log actuator's JSON lines on stdout on or off (`--json`)."""
+
+
+class ActuatorKind(Protocol):
+    """An entry of `KINDS`: a class that builds itself from its config section."""
+
+    def from_config(self, config: Any, wiring: Wiring) -> Actuator: ...
 
 
 def decision_record(decision: Decision, context: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +77,10 @@ class LogActuator:
 
     def __init__(self, console: bool = False) -> None:
         self.console = console
+
+    @classmethod
+    def from_config(cls, config: LogActuatorConfig, wiring: Wiring) -> LogActuator:
+        return cls(config.console if wiring.console is None else wiring.console)
 
     def act(self, decision: Decision, context: dict[str, Any]) -> None:
         log.info(
@@ -84,6 +109,10 @@ class LedActuator:
 
         self.leds = {label: LED(pin, pin_factory=pin_factory) for label, pin in pins.items()}
 
+    @classmethod
+    def from_config(cls, config: LedActuatorConfig, wiring: Wiring) -> LedActuator:
+        return cls(config.pins, pin_factory=wiring.pin_factory)
+
     def act(self, decision: Decision, context: dict[str, Any]) -> None:
         for label, led in self.leds.items():
             if label == decision.label:
@@ -107,10 +136,14 @@ class ServoActuator:
         from gpiozero import Servo  # noqa: PLC0415
 
         self.positions = positions
-        self.servo = Servo(pin, initial_value=positions["uncertain"], pin_factory=pin_factory)
+        self.servo = Servo(pin, initial_value=positions[UNCERTAIN], pin_factory=pin_factory)
+
+    @classmethod
+    def from_config(cls, config: ServoActuatorConfig, wiring: Wiring) -> ServoActuator:
+        return cls(config.pin, config.positions, pin_factory=wiring.pin_factory)
 
     def act(self, decision: Decision, context: dict[str, Any]) -> None:
-        self.servo.value = self.positions.get(decision.label, self.positions["uncertain"])
+        self.servo.value = self.positions.get(decision.label, self.positions[UNCERTAIN])
 
     def close(self) -> None:
         self.servo.close()
@@ -134,6 +167,10 @@ class MqttActuator:
         self.client.connect_async(config.host, config.port)
         self.client.loop_start()  # reconnects in the background; publishes queue meanwhile
 
+    @classmethod
+    def from_config(cls, config: MqttActuatorConfig, wiring: Wiring) -> MqttActuator:
+        return cls(config, wiring.device_id)
+
     def act(self, decision: Decision, context: dict[str, Any]) -> None:
         payload = json.dumps(decision_record(decision, context))
         self.client.publish(self.topic, payload, qos=self.qos)
@@ -154,12 +191,26 @@ class WebhookActuator:
         self.url = config.url
         self.client = httpx.Client(timeout=config.timeout_s)
 
+    @classmethod
+    def from_config(cls, config: WebhookActuatorConfig, wiring: Wiring) -> WebhookActuator:
+        return cls(config)
+
     def act(self, decision: Decision, context: dict[str, Any]) -> None:
         response = self.client.post(self.url, json=decision_record(decision, context))
         response.raise_for_status()
 
     def close(self) -> None:
         self.client.close()
+
+
+KINDS: dict[str, ActuatorKind] = {
+    "log": LogActuator,
+    "led": LedActuator,
+    "servo": ServoActuator,
+    "mqtt": MqttActuator,
+    "webhook": WebhookActuator,
+}
+"""Config `type` -> the class that acts on it (each config model in edge/config.py has one)."""
 
 
 def build_actuators(
@@ -169,19 +220,18 @@ def build_actuators(
     pin_factory: Any = None,
     console: bool | None = None,
 ) -> list[Actuator]:
-    """The configured actuators; `console` forces JSON lines on stdout on or off."""
+    """The configured actuators; `console` forces JSON lines on stdout on or off.
+
+    Raises:
+        ActuatorError: an actuator cannot be set up, or its kind has no entry in `KINDS`.
+    """
+    wiring = Wiring(device_id=device_id, pin_factory=pin_factory, console=console)
     actuators: list[Actuator] = []
     for config in configs:
-        if isinstance(config, LogActuatorConfig):
-            actuators.append(LogActuator(config.console if console is None else console))
-        elif isinstance(config, LedActuatorConfig):
-            actuators.append(LedActuator(config.pins, pin_factory=pin_factory))
-        elif isinstance(config, ServoActuatorConfig):
-            actuators.append(ServoActuator(config.pin, config.positions, pin_factory=pin_factory))
-        elif isinstance(config, MqttActuatorConfig):
-            actuators.append(MqttActuator(config, device_id))
-        elif isinstance(config, WebhookActuatorConfig):
-            actuators.append(WebhookActuator(config))
+        kind = KINDS.get(config.type)
+        if kind is None:
+            raise ActuatorError(f"actuator type {config.type!r} has no implementation")
+        actuators.append(kind.from_config(config, wiring))
     if console and not any(isinstance(a, LogActuator) for a in actuators):
         actuators.append(LogActuator(console=True))
     return actuators

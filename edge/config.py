@@ -23,6 +23,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from wastesort.scoring import UNCERTAIN
+from wastesort.validation import explain
+
 ENV_PREFIX = "WASTESORT_EDGE_"
 _file_values: ContextVar[dict[str, Any]] = ContextVar("edge_config_file")
 
@@ -135,7 +138,7 @@ class ServoActuatorConfig(_Section):
 
     @model_validator(mode="after")
     def _positions(self) -> ServoActuatorConfig:
-        if "uncertain" not in self.positions:
+        if UNCERTAIN not in self.positions:
             raise ValueError("servo positions need an 'uncertain' entry (the safe default bin)")
         if any(not -1 <= v <= 1 for v in self.positions.values()):
             raise ValueError("servo positions are values between -1 and 1")
@@ -215,14 +218,6 @@ class EdgeConfig(BaseSettings):
         return init_settings, env_settings, InitSettingsSource(settings_cls, _file_values.get({}))
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {where}: {error['msg']}")
-    return "\n".join(lines)
-
-
 def load_config(path: str | Path | None = None, **overrides: Any) -> EdgeConfig:
     """Read `path` (YAML), apply `overrides` (nested dicts, from the command line), validate.
 
@@ -249,7 +244,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> EdgeConfig:
         return EdgeConfig(**_without_none(overrides))
     except ValidationError as exc:
         origin = f"{path}" if path else "the settings"
-        raise ConfigError(f"{origin} is invalid:\n{_describe(exc)}") from None
+        raise ConfigError(explain(exc, heading=f"{origin} is invalid")) from None
     finally:
         _file_values.reset(token)
 

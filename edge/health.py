@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wastesort.registry.local import write_atomic
+from wastesort.registry import write_atomic
 
 log = logging.getLogger(__name__)
 

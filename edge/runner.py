@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -27,7 +25,8 @@ from edge.config import EdgeConfig
 from edge.decide import Debouncer, Decision
 from edge.health import Health
 from edge.sources import Frame, Source, open_source
-from edge.telemetry import Sink, TelemetryQueue, Uploader, open_sink
+from edge.systemd import Watchdog
+from edge.telemetry import Sink, TelemetryQueue, Uploader, open_telemetry
 from edge.updater import Updater, describe
 from wastesort.classifier import Classifier, Prediction
 from wastesort.errors import ImageError
@@ -35,51 +34,6 @@ from wastesort.errors import ImageError
 log = logging.getLogger(__name__)
 
 STAGES = ("decode", "preprocess", "invoke", "decide", "telemetry", "act")
-
-
-class Watchdog:
-    """systemd's notify protocol: one datagram per message to $NOTIFY_SOCKET (no library).
-
-    `WATCHDOG=1` is sent at most every half of $WATCHDOG_USEC, from the frame loop itself,
-    so a wedged camera or interpreter gets the service restarted.
-    """
-
-    def __init__(self, environ: dict[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        address = env.get("NOTIFY_SOCKET") or None
-        if address and address.startswith("@"):
-            address = "\0" + address[1:]  # an abstract socket
-        self.address = address
-        usec = int(env.get("WATCHDOG_USEC") or 0)
-        self.interval = usec / 2e6 if usec else None
-        self._last = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
-    def notify(self, message: str) -> None:
-        if self.address is None:
-            return
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto(message.encode(), self.address)
-        except OSError as exc:
-            log.debug("sd_notify %r failed: %s", message, exc)
-
-    def ready(self, status: str) -> None:
-        self.notify(f"READY=1\nSTATUS={status}")
-
-    def ping(self) -> None:
-        if self.interval is None:
-            return
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            self.notify("WATCHDOG=1")
-
-    def stopping(self) -> None:
-        self.notify("STOPPING=1")
 
 
 @dataclass
@@ -404,33 +358,7 @@ def build_runner(
     source = open_source(
         config.source, once=once, burst=config.decide.frames, pin_factory=pin_factory
     )
-    queue = uploader = telemetry_error = None
-    if not config.telemetry.enabled:
-        sink = None
-    else:
-        try:
-            queue = TelemetryQueue(
-                state / "telemetry.sqlite",
-                device_id=config.device_id,
-                max_events=config.telemetry.max_events,
-                durability=config.telemetry.durability,
-            )
-        except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
-            telemetry_error = (
-                f"telemetry storage unavailable, decisions are not recorded until a restart: "
-                f"{type(exc).__name__}: {exc}"
-            )
-        sink = sink or open_sink(config.telemetry.upload_to)
-        if queue is not None and sink is not None:  # without a queue it still takes heartbeats
-            t = config.telemetry
-            uploader = Uploader(
-                queue,
-                sink,
-                batch_size=t.batch_size,
-                interval_s=t.upload_interval_s,
-                backoff_base_s=t.backoff_base_s,
-                backoff_max_s=t.backoff_max_s,
-            )
+    telemetry = open_telemetry(config.telemetry, state, device_id=config.device_id, sink=sink)
     actuators = build_actuators(
         config.actuators, device_id=config.device_id, pin_factory=pin_factory, console=console
     )
@@ -439,10 +367,10 @@ def build_runner(
         source=source,
         updater=updater,
         actuators=actuators,
-        queue=queue,
-        uploader=uploader,
+        queue=telemetry.queue,
+        uploader=telemetry.uploader,
         once=once,
         per_file=config.source.kind != "camera",
-        telemetry_error=telemetry_error,
-        sink=sink,
+        telemetry_error=telemetry.error,
+        sink=telemetry.sink,
     )

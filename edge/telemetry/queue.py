@@ -1,10 +1,8 @@
-"""Offline-first telemetry: every decision goes to a local SQLite queue, batches go up when
-the network is there.
+"""The local queue: every decision is committed to one SQLite file (WAL) before it is acted on.
 
 Why it cannot lose or duplicate anything:
-- An event is committed to the WAL before the decision is acted on; a committed transaction
-  survives the process being killed (`durability: full` adds an fsync per commit, which
-  also survives a power cut).
+- A committed transaction survives the process being killed (`durability: full` adds an
+  fsync per commit, which also survives a power cut).
 - Uploading is claim -> put -> complete. A claim records the batch (its rows and its object
   key) in the database before anything is sent; the rows are deleted only after the sink
   acknowledged. A crash in between re-sends the *same* rows under the *same* key, which the
@@ -18,15 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -251,186 +247,3 @@ class _Transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
-
-
-# --- sinks -----------------------------------------------------------------------------------
-
-
-class Sink(Protocol):
-    uri: str
-
-    def put(self, key: str, body: bytes) -> None:
-        """Store `body` at `key`, replacing whatever is there (retries resend the same)."""
-        ...
-
-    def put_heartbeat(self, device_id: str, body: bytes) -> None: ...
-
-
-DEVICE_PREFIX = "telemetry"
-"""The device role may write only under `telemetry/<thing name>/` (infra/constructs/devices.py)."""
-
-
-class S3Sink:
-    """Batches at `s3://bucket/prefix/<device id>/events/...`, the latest heartbeat at
-    `s3://bucket/prefix/<device id>/heartbeat.json`: everything a device writes is under its
-    own name, which is what the device role allows (`telemetry/<thing name>/*`, infra)."""
-
-    def __init__(self, uri: str, *, client: Any = None) -> None:
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.uri = uri
-        if self.prefix.rpartition("/")[2] != DEVICE_PREFIX:
-            log.warning(
-                "telemetry.upload_to %s: the device role may write only under "
-                "s3://<telemetry bucket>/%s/<device id>/; uploads here will be denied",
-                uri,
-                DEVICE_PREFIX,
-            )
-        self._client = client
-        self._client_lock = threading.Lock()  # the uploader and the heartbeat share it
-
-    @property
-    def client(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                import boto3  # noqa: PLC0415
-                from botocore.config import Config  # noqa: PLC0415
-
-                # Short timeouts and no SDK retries: the uploader owns backoff.
-                self._client = boto3.client(
-                    "s3",
-                    config=Config(connect_timeout=5, read_timeout=20, retries={"max_attempts": 1}),
-                )
-            return self._client
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def put(self, key: str, body: bytes) -> None:
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self._key(key),
-            Body=body,
-            ContentType="application/x-ndjson",
-        )
-
-    def put_heartbeat(self, device_id: str, body: bytes) -> None:
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=self._key(f"{device_id}/heartbeat.json"),
-            Body=body,
-            ContentType="application/json",
-        )
-
-
-class HttpSink:
-    """POSTs batches to `<url>/events` with an `Idempotency-Key` (the batch key)."""
-
-    def __init__(self, url: str, *, timeout_s: float = 20.0) -> None:
-        import httpx  # noqa: PLC0415
-
-        self.uri = url.rstrip("/")
-        self.client = httpx.Client(timeout=timeout_s)
-
-    def put(self, key: str, body: bytes) -> None:
-        response = self.client.post(
-            f"{self.uri}/events",
-            content=body,
-            headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": key},
-        )
-        response.raise_for_status()
-
-    def put_heartbeat(self, device_id: str, body: bytes) -> None:
-        response = self.client.post(
-            f"{self.uri}/heartbeats/{device_id}",
-            content=body,
-            headers={"Content-Type": "application/json"},
-        )
-        response.raise_for_status()
-
-
-def open_sink(uri: str | None) -> Sink | None:
-    if not uri:
-        return None
-    if uri.startswith("s3://"):
-        return S3Sink(uri)
-    if uri.startswith(("https://", "http://")):
-        return HttpSink(uri)
-    raise ValueError(f"telemetry.upload_to {uri!r}: expected s3://bucket/prefix or https://...")
-
-
-def backoff_delay(
-    failures: int, *, base: float, cap: float, rng: Callable[[float, float], float] | None = None
-) -> float:
-    """Exponential backoff with jitter: half the step fixed, half random ("equal jitter"),
-    so a fleet that lost the network together does not come back in lockstep."""
-    step = min(cap, base * 2 ** max(0, failures - 1))
-    uniform = rng or random.uniform
-    return step / 2 + uniform(0, step / 2)
-
-
-class Uploader:
-    """Drains the queue into a sink, backing off while the sink is unreachable."""
-
-    def __init__(
-        self,
-        queue: TelemetryQueue,
-        sink: Sink,
-        *,
-        batch_size: int = 500,
-        interval_s: float = 60.0,
-        backoff_base_s: float = 2.0,
-        backoff_max_s: float = 900.0,
-    ) -> None:
-        self.queue = queue
-        self.sink = sink
-        self.batch_size = batch_size
-        self.interval_s = interval_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.failures = 0
-        self.last_error: str | None = None
-        self.last_upload_at: str | None = None
-
-    def flush(self, deadline: float | None = None) -> int:
-        """Upload until the queue is empty (or `deadline`, a monotonic time, passes).
-
-        Returns:
-            events uploaded. Raises whatever the sink raised, after nothing was lost.
-        """
-        sent = 0
-        while deadline is None or time.monotonic() < deadline:
-            claimed = self.queue.claim(self.batch_size)
-            if claimed is None:
-                break
-            batch, key, body = claimed
-            self.sink.put(key, body)
-            sent += self.queue.complete(batch)
-            self.last_upload_at = utc_iso()
-        return sent
-
-    def attempt(self) -> float:
-        """One upload round; returns how long to wait before the next."""
-        try:
-            sent = self.flush()
-        except Exception as exc:  # any network/SDK failure: back off, keep the events
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            delay = backoff_delay(self.failures, base=self.backoff_base_s, cap=self.backoff_max_s)
-            log.warning(
-                "telemetry upload failed (%d in a row), retrying in %.0fs: %s",
-                self.failures,
-                delay,
-                self.last_error,
-            )
-            return delay
-        if sent:
-            log.info("uploaded %d telemetry events to %s", sent, self.sink.uri)
-        self.failures = 0
-        return self.interval_s
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            delay = self.attempt()
-            stop.wait(delay)

@@ -1,0 +1,66 @@
+"""From the `telemetry:` section to a queue, a sink and an uploader, as the runner needs them."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge.telemetry.queue import TelemetryQueue
+from edge.telemetry.sinks import Sink, open_sink
+from edge.telemetry.uploader import Uploader
+
+if TYPE_CHECKING:
+    from edge.config import TelemetryConfig
+
+QUEUE_FILE = "telemetry.sqlite"
+
+
+@dataclass
+class Telemetry:
+    """What the runner gets; with telemetry disabled, every part is None."""
+
+    queue: TelemetryQueue | None = None
+    uploader: Uploader | None = None
+    """Only with both a queue and a sink."""
+    sink: Sink | None = None
+    """Also takes heartbeats, with or without a queue."""
+    error: str | None = None
+    """Why the queue could not be opened (then decisions are made, not recorded)."""
+
+
+def open_telemetry(
+    config: TelemetryConfig, state_dir: Path, *, device_id: str, sink: Sink | None = None
+) -> Telemetry:
+    """Open the queue in `state_dir` and the configured sink (or `sink`, which tests pass).
+
+    A queue that cannot be opened (a full disk, a broken file) is reported in `error`, never
+    raised: it must not stop the sorting.
+    """
+    if not config.enabled:
+        return Telemetry()
+    queue = uploader = error = None
+    try:
+        queue = TelemetryQueue(
+            state_dir / QUEUE_FILE,
+            device_id=device_id,
+            max_events=config.max_events,
+            durability=config.durability,
+        )
+    except (sqlite3.Error, OSError) as exc:
+        error = (
+            f"telemetry storage unavailable, decisions are not recorded until a restart: "
+            f"{type(exc).__name__}: {exc}"
+        )
+    sink = sink or open_sink(config.upload_to)
+    if queue is not None and sink is not None:
+        uploader = Uploader(
+            queue,
+            sink,
+            batch_size=config.batch_size,
+            interval_s=config.upload_interval_s,
+            backoff_base_s=config.backoff_base_s,
+            backoff_max_s=config.backoff_max_s,
+        )
+    return Telemetry(queue=queue, uploader=uploader, sink=sink, error=error)
