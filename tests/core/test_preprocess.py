@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
@@ -156,7 +157,7 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch):
     with pytest.raises(TooManyPixelsError) as info:
         preprocess(_png_bomb(20000), SPEC)
     assert info.value.code == "too_many_pixels"
-    assert "400000000 pixels" in str(info.value)
+    assert str(info.value) == "the image has 400,000,000 pixels; the limit is 40,000,000"
 
 
 def test_image_just_over_our_limit_names_its_size():
@@ -189,3 +190,58 @@ def test_resize_rules(rule):
         assert arr[24, 2, 0] > 200
     if rule == "center_crop":  # the middle of the image: red meets blue at the centre
         assert arr[24, 2][0] > 200 and arr[24, 45][2] > 200
+
+
+# --- what the API promises for odd and big images (issue: hardening) --------------------------
+
+
+def test_a_png_with_a_bad_header_checksum_is_corrupt_not_an_unknown_format():
+    data = bytearray(encode(Image.new("RGB", (10, 10))))
+    data[29] ^= 0xFF  # inside IHDR's CRC
+    with pytest.raises(CorruptImageError, match="the PNG header is corrupt"):
+        preprocess(bytes(data), SPEC)
+
+
+def test_a_jpeg_header_claiming_pixels_it_does_not_hold_is_refused():
+    """libjpeg pads missing data with grey; a size the bytes cannot hold is truncation."""
+    data = bytearray(encode(Image.new("RGB", (64, 48), (200, 10, 10)), "JPEG"))
+    sof = data.find(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, 6000, 6000)
+    with pytest.raises(CorruptImageError, match="truncated"):
+        preprocess(bytes(data), SPEC)
+    with pytest.raises(CorruptImageError, match="truncated"):  # cut short without the claim
+        preprocess(sample_bytes("glass")[:5000], SPEC)
+
+
+def test_webp_has_a_lower_pixel_limit_from_its_decoders_memory():
+    data = encode(Image.new("RGB", (4100, 4000)), "WEBP")
+    with pytest.raises(TooManyPixelsError, match="the limit for WEBP is 16,000,000"):
+        preprocess(data, SPEC)
+    assert preprocess(encode(Image.new("RGB", (4000, 4000)), "WEBP"), SPEC).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "I;16", "RGB"])
+@pytest.mark.parametrize("size", [(2500, 1700), (2600, 1950)])
+def test_big_images_shrunk_in_strips_give_the_same_input_as_the_full_size_path(
+    mode: str, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+):
+    """Over BIG_PIXELS a non-JPEG image is converted and box-reduced strip by strip (one
+    full-size copy instead of five); the model's input is exactly what it was."""
+    import wastesort.preprocess as pp
+
+    photo = Image.open(io.BytesIO(sample_bytes("glass"))).convert("RGB").resize(size)
+    if mode == "RGBA":
+        rgba = np.asarray(photo.convert("RGBA")).copy()
+        rgba[:, : size[0] // 3, 3] = 128  # a third half-transparent, over white
+        photo = Image.fromarray(rgba)
+    elif mode == "P":
+        photo = photo.quantize(64)
+        photo.info["transparency"] = 0
+    elif mode == "I;16":
+        grey = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
+        photo = Image.fromarray(grey)  # uint16: mode I;16
+    data = encode(photo)
+    assert size[0] * size[1] > pp.BIG_PIXELS
+    strips = preprocess(data, SPEC)
+    monkeypatch.setattr(pp, "BIG_PIXELS", 10**9)
+    assert np.array_equal(strips, preprocess(data, SPEC))
