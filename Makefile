@@ -1,24 +1,36 @@
 # wastesort: one venv (.venv) for everything but the Pi-like edge venv (.venv-pi).
 # `make demo` and `make test` work on a fresh clone with Python 3.11, pip and node 20.
+# Two stamps in the one .venv: the serving targets (demo, serve, classify) need only the `serve`
+# extra (no TensorFlow, no CDK), so a fresh `make demo` is up in about a minute; everything
+# else needs every extra, and that full install also stands for the serving one.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint format test test-core demo classify bench clean
 
 help:  ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[train,serve,edge,infra,dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(SERVE_STAMP)
 
-venv: $(STAMP)  ## create .venv with every extra
+# A current full install already holds the serve extra: then only the stamp is written.
+$(SERVE_STAMP): pyproject.toml
+	@if [ $(STAMP) -nt pyproject.toml ]; then touch $@; else \
+		echo "installing the serve extra into $(VENV) (no TensorFlow, no CDK)"; \
+		$(PYTHON) -m venv $(VENV) && \
+		$(PY) -m pip install -q --upgrade pip && \
+		$(PY) -m pip install -q -e ".[serve]" && touch $@; fi
+
+venv: $(STAMP)  ## create .venv with every extra (what `make test` installs)
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check .
@@ -32,12 +44,14 @@ test: lint $(STAMP)  ## set up and run every test (lint, pytest, the Pi-like edg
 	$(PY) -m pytest
 	$(MAKE) test-pi
 
-classify: $(STAMP)  ## classify the sample images with the bundled model
+classify: $(SERVE_STAMP)  ## classify the sample images with the bundled model
 	$(PY) -m wastesort classify samples/
 
-demo: $(STAMP)  ## classify the samples with the bundled model, then serve the API on :8000
-	$(PY) -m wastesort classify samples/
-	$(MAKE) serve
+demo: $(SERVE_STAMP)  ## classify samples/ with the bundled model, then serve the API (serve extra only)
+	@echo "Open the API docs:   http://$(HOST):$(PORT)/docs"
+	@echo "Or classify a photo: curl -s -F file=@samples/glass/glass51.jpg http://$(HOST):$(PORT)/predict"
+	@$(PY) -m wastesort classify samples/
+	@$(MAKE) --no-print-directory serve
 
 bench: $(STAMP)  ## run every benchmark; tables on stdout, JSON in bench/results/
 	$(PY) -m bench
