@@ -88,13 +88,14 @@ def ensure_standin() -> tuple[str, Path]:
 
 @contextlib.contextmanager
 def server(app: str, env: dict[str, str]) -> Iterator[int]:
-    """uvicorn serving `app` on a free loopback port, one process; yields the port."""
+    """uvicorn serving `app` (its app arguments, e.g. `--factory module:create_app`) on a free
+    loopback port, one process; yields the port."""
     port = free_port()
     command = [
         PY,
         "-m",
         "uvicorn",
-        app,
+        *app.split(),
         "--host",
         "127.0.0.1",
         "--port",
@@ -185,7 +186,7 @@ def http_bench(
     cache = tempfile.mkdtemp(prefix="bench-serving-")
     targets: dict[str, tuple[str, dict[str, str]]] = {
         name: (
-            "functions.api.app:app",
+            "--factory functions.api.app:create_app",  # as `make serve` runs it
             {
                 "MODEL_URI": model_uri,
                 "WASTESORT_CACHE_DIR": cache,
@@ -426,53 +427,30 @@ def cold_start(
 
 
 def package_sizes() -> dict[str, Any]:
-    from functions.api import package
+    from tools import lambda_prune, lambda_zip
 
-    pruned = package.build("arm64")
+    pruned = lambda_zip.build("arm64")
     pyc = sum(p.stat().st_size for p in Path(pruned.directory).rglob("*.pyc"))
     tf_target = WORK / "tf-package-arm64"
-    package._remove(tf_target)
+    lambda_prune.remove_path(tf_target)
     tf_target.mkdir(parents=True)
-    requirements = [r for r in package.pinned() if not r.startswith("ai-edge-litert")]
-    wheels = [package.BUILD / "wheels" / "arm64-cp312", package.BUILD / "wheels" / "tf-arm64-cp312"]
-    try:
-        package._pip(
-            "install",
-            "--quiet",
-            "--no-index",
-            *[arg for w in wheels for arg in ("--find-links", str(w))],
-            "--target",
-            str(tf_target),
-            "--only-binary=:all:",
-            "--python-version",
-            "3.12",
-            "--implementation",
-            "cp",
-            *[a for t in package.platform_tags("arm64") for a in ("--platform", t)],
-            *requirements,
-            "tensorflow==2.21.0",
-        )
-    except subprocess.CalledProcessError:
-        package._pip(
-            "download",
-            "--quiet",
-            "--dest",
-            str(wheels[1]),
-            "--only-binary=:all:",
-            "--python-version",
-            "3.12",
-            "--implementation",
-            "cp",
-            *[a for t in package.platform_tags("arm64") for a in ("--platform", t)],
-            "tensorflow==2.21.0",
-        )
-        return package_sizes()
-    package.copy_sources(tf_target)
-    for name in package.IN_RUNTIME:
-        package.remove_dist(tf_target, name)
-    package._prune_generic(tf_target)
-    tf_bytes = package.size_of(tf_target)
-    package._remove(tf_target)
+    # The same package on TensorFlow instead of ai-edge-litert, pruned only of what no package
+    # needs (the litert-specific pruning has nothing to act on).
+    requirements = [r for r in lambda_zip.pinned() if not r.startswith("ai-edge-litert")]
+    lambda_zip.install(
+        [*requirements, "tensorflow==2.21.0"],
+        tf_target,
+        arch="arm64",
+        python_version="3.12",
+        wheels=lambda_zip.BUILD / "wheels" / "tf-arm64-cp312",
+        find_links=[lambda_zip.BUILD / "wheels" / "arm64-cp312"],
+    )
+    lambda_zip.copy_sources(tf_target)
+    for name in lambda_prune.IN_RUNTIME:
+        lambda_prune.remove_dist(tf_target, name)
+    lambda_prune.prune_generic(tf_target)
+    tf_bytes = lambda_zip.size_of(tf_target)
+    lambda_prune.remove_path(tf_target)
     return {
         "arm64_pruned_mb": pruned.mb("pruned_bytes"),
         "arm64_compiled": pruned.compiled,
@@ -554,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         result["package"] = package_sizes()
     if "cold" not in args.skip:
         print("cold start ...", flush=True)
-        from functions.api import package
+        from tools import lambda_zip
 
-        local = package.build(
+        local = lambda_zip.build(
             "x86_64",
             python_version=f"{sys.version_info[0]}.{sys.version_info[1]}",
             out=WORK / "lambda",

@@ -6,10 +6,12 @@ elsewhere; the values here must match them, so they live in one file a reviewer 
 
 from __future__ import annotations
 
+from functions.api import metric_names as _metrics
+
 APP_NAME = "wastesort"
 STACK_PREFIX = "wastesort"
 
-# The Lambda package built by `make package` (functions/api/package.py).
+# The Lambda package built by `make package` (tools/lambda_zip.py).
 API_HANDLER = "functions.api.handler.handler"
 HOOK_HANDLER = "functions.hooks.pre_traffic.handler"
 PACKAGE_REQUIRED_FILES = ("functions/api/handler.py", "functions/hooks/pre_traffic.py")
@@ -27,15 +29,16 @@ ENV_CORS_ORIGINS = "API_CORS_ORIGINS"
 ENV_URL_ALLOWLIST = "API_URL_ALLOWLIST"
 CACHE_DIR = "/tmp/wastesort"  # noqa: S108 - Lambda's only writable path
 
-# The API's EMF metrics (namespace, dimensions, names).
-SERVICE_NAME = "wastesort-api"
-METRICS_NAMESPACE = "Wastesort"
-DIM_SERVICE = "service"
-DIM_MODEL_VERSION = "model_version"
-METRIC_LATENCY = "PredictLatency"
-METRIC_PREDICTIONS = "Predictions"
-METRIC_UNCERTAIN = "UncertainPredictions"
-METRIC_ERRORS = "PredictionErrors"
+# The API's EMF metrics (namespace, dimensions, names), defined once beside the code that emits
+# them; `metric_names` is plain strings, so no runtime code (FastAPI, Powertools) comes along.
+SERVICE_NAME = _metrics.SERVICE_NAME
+METRICS_NAMESPACE = _metrics.METRICS_NAMESPACE
+DIM_SERVICE = _metrics.DIM_SERVICE
+DIM_MODEL_VERSION = _metrics.DIM_MODEL_VERSION
+METRIC_LATENCY = _metrics.METRIC_LATENCY
+METRIC_PREDICTIONS = _metrics.METRIC_PREDICTIONS
+METRIC_UNCERTAIN = _metrics.METRIC_UNCERTAIN
+METRIC_ERRORS = _metrics.METRIC_ERRORS
 
 # API Gateway: a type not listed here reaches Lambda as text, so an upload's bytes would be
 # re-encoded before Mangum sees them. application/octet-stream is a body the API sniffs.

@@ -10,11 +10,11 @@ PYTHON312 ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/d
 	$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)))
 .PHONY: serve package bench-serving
 
-serve: $(STAMP)  ## serve the API on the bundled model (uvicorn, http://127.0.0.1:8000/docs; MODEL_URI, PORT)
-	$(PY) -m uvicorn functions.api.app:app --host $(HOST) --port $(PORT)
+serve: $(SERVE_STAMP)  ## serve the API on the bundled model (uvicorn, /docs; MODEL_URI, HOST, PORT)
+	$(PY) -m uvicorn --factory functions.api.app:create_app --host $(HOST) --port $(PORT)
 
 package: $(STAMP)  ## build the Lambda package build/lambda/api-arm64.zip without Docker (ARCH=x86_64 too)
-	$(PY) -m functions.api.package --arch $(ARCH) $(if $(PYTHON312),--compile-with $(PYTHON312))
+	$(PY) -m tools.lambda_zip --arch $(ARCH) $(if $(PYTHON312),--compile-with $(PYTHON312))
 
 bench-serving: $(STAMP)  ## serving benchmarks: HTTP load vs Keras, cold start vs TensorFlow, package sizes
 	$(PY) -m bench.serving

@@ -1,4 +1,4 @@
-"""The Lambda entry point: `functions.api.handler.handler`, the FastAPI app behind Mangum.
+"""The Lambda entry point: `functions.api.handler.handler`, the one FastAPI app behind Mangum.
 
 Everything slow happens here, at init, not on the first request: the imports, reading the
 settings, resolving `MODEL_URI` in the registry, downloading the model to WASTESORT_CACHE_DIR
@@ -25,7 +25,7 @@ from functions.api.settings import Settings  # noqa: E402
 _T_IMPORTS = time.perf_counter()
 
 settings = Settings()
-app = create_app(settings, load_on_startup=False)
+app = create_app(settings, load_on_startup=False)  # the only app this process builds
 _T_APP = time.perf_counter()
 app.state.model.load()
 _T_MODEL = time.perf_counter()

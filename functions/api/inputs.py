@@ -1,8 +1,10 @@
-"""Request bodies -> image bytes: multipart uploads, raw `image/*` bodies, JSON base64 or URLs.
+"""Request bodies -> checked images: multipart uploads, raw `image/*` bodies, JSON base64 or URLs.
 
 Each image is checked twice before the core decodes it: its declared content type must be one
 we serve (JPEG, PNG, WebP) and its first bytes must carry that format's signature, so a PNG
-declared as JPEG, or a script declared as an image, is refused with a precise problem.
+declared as JPEG, or a script declared as an image, is refused with a precise problem. The
+parsers hand the routes only `CheckedImage`s (in a batch, each bad image's `Problem` instead),
+so no route can forget a check.
 """
 
 from __future__ import annotations
@@ -62,14 +64,41 @@ class BatchRequest(BaseModel):
 # --- one image, before the core sees it ------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CheckedImage:
+    """Bytes whose declared type is served and whose signature matches: what the core decodes.
+
+    Attributes:
+        data: the image bytes.
+        media_type: the format the signature says (`image/jpeg`, `image/png`, `image/webp`).
+        source: where it came from (`body`, the file name, `images[2]`, the fetched URL).
+    """
+
+    data: bytes
+    media_type: str
+    source: str
+
+
 @dataclass
-class ImageInput:
-    """An image to classify, or the problem that stopped it from becoming one."""
+class _Candidate:
+    """An image as the request gave it, not yet checked, or the problem that stopped it."""
 
     data: bytes = b""
     declared_type: str | None = None
     source: str = "body"
     problem: Problem | None = None
+
+    def check(self) -> CheckedImage:
+        if self.problem is not None:
+            raise self.problem
+        detected = check_image(self.data, self.declared_type)
+        return CheckedImage(self.data, detected, self.source)
+
+    def check_or_problem(self) -> CheckedImage | Problem:
+        try:
+            return self.check()
+        except Problem as problem:
+            return problem
 
 
 def sniff(data: bytes) -> str | None:
@@ -90,8 +119,11 @@ def media_type(content_type: str | None) -> str | None:
     return ALIASES.get(base, base) or None
 
 
-def check_image(data: bytes, declared: str | None) -> None:
+def check_image(data: bytes, declared: str | None) -> str:
     """Refuse what is not a served image by declared type and by signature.
+
+    Returns:
+        the served media type the signature says.
 
     Raises:
         Problem: empty-image, unsupported-media-type, not-an-image, content-type-mismatch.
@@ -115,6 +147,7 @@ def check_image(data: bytes, declared: str | None) -> None:
             declared=declared,
             detected=actual,
         )
+    return actual
 
 
 def decode_base64(text: str) -> tuple[bytes, str | None]:
@@ -159,14 +192,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def _validation(exc: ValidationError) -> Problem:
-    errors = [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-    return Problem("validation-error", "the JSON body is not valid", errors=errors)
-
-
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -196,25 +221,25 @@ async def _form(request: Request, max_files: int) -> Any:
         raise Problem("malformed-request", f"the multipart body: {detail}") from None
 
 
-async def _upload(item: Any, field: str) -> ImageInput:
+async def _upload(item: Any, field: str) -> _Candidate:
     if not isinstance(item, UploadFile):
-        return ImageInput(
+        return _Candidate(
             problem=Problem("validation-error", f"multipart field {field!r} must be a file")
         )
     data = await item.read()
-    return ImageInput(data, item.headers.get("content-type"), item.filename or field)
+    return _Candidate(data, item.headers.get("content-type"), item.filename or field)
 
 
-async def _from_ref(ref: ImageRef, fetcher: Fetcher, index: int | None = None) -> ImageInput:
+async def _from_ref(ref: ImageRef, fetcher: Fetcher, index: int | None = None) -> _Candidate:
     where = "image_base64" if index is None else f"images[{index}]"
     try:
         if ref.image_base64 is not None:
             data, declared = decode_base64(ref.image_base64)
-            return ImageInput(data, declared, where)
+            return _Candidate(data, declared, where)
         fetched = await fetcher.fetch(ref.image_url or "")
-        return ImageInput(fetched.data, fetched.content_type, fetched.url)
+        return _Candidate(fetched.data, fetched.content_type, fetched.url)
     except Problem as problem:
-        return ImageInput(source=where, problem=problem)
+        return _Candidate(source=where, problem=problem)
 
 
 def _kind_of_body(request: Request) -> str:
@@ -233,44 +258,50 @@ def _kind_of_body(request: Request) -> str:
 
 async def parse_single(
     request: Request, *, limit: int, fetcher: Fetcher
-) -> tuple[ImageInput, int | None]:
-    """The one image of a `/predict` request and its `top_k`.
+) -> tuple[CheckedImage, int | None]:
+    """The one image of a `/predict` request, checked, and its `top_k`.
 
     Raises:
-        Problem: the body cannot give an image (the image's own checks come later).
+        Problem: the body gives no image, or the image is not one we serve.
     """
     kind = _kind_of_body(request)
     body = await read_body(request, limit)
     top_k = _top_k(request.query_params.get("top_k"))
     if kind == "raw":
-        return ImageInput(body, request.headers.get("content-type"), "body"), top_k
+        return _Candidate(body, request.headers.get("content-type"), "body").check(), top_k
     if kind == "multipart":
         form = await _form(request, max_files=1)
         try:
             if "file" not in form:
                 raise Problem("validation-error", "the multipart body has no `file` field")
             image = await _upload(form["file"], "file")
-            return image, _top_k(form.get("top_k")) or top_k
+            top_k = _top_k(form.get("top_k")) or top_k
+            return image.check(), top_k
         finally:
             await form.close()
     try:
         parsed = PredictRequest.model_validate(_json(body))
     except ValidationError as exc:
-        raise _validation(exc) from None
+        raise Problem.from_validation(exc) from None
     image = await _from_ref(parsed, fetcher)
-    return image, parsed.top_k or top_k
+    return image.check(), parsed.top_k or top_k
 
 
 async def parse_batch(
     request: Request, *, limit: int, batch_max: int, fetcher: Fetcher
-) -> tuple[list[ImageInput], int | None]:
-    """The images of a `/predict/batch` request, each with its own problem if it has one."""
+) -> tuple[list[CheckedImage | Problem], int | None]:
+    """The images of a `/predict/batch` request, in order: each checked, or its own problem
+    (one bad image does not fail the others).
+
+    Raises:
+        Problem: the body as a whole cannot be read as a batch.
+    """
     import asyncio  # noqa: PLC0415
 
     kind = _kind_of_body(request)
     if kind == "raw":
         raise Problem("unsupported-media-type", "a batch is multipart (`files`) or JSON (`images`)")
-    await read_body(request, limit)
+    body = await read_body(request, limit)
     top_k = _top_k(request.query_params.get("top_k"))
     if kind == "multipart":
         form = await _form(request, max_files=batch_max)
@@ -279,18 +310,19 @@ async def parse_batch(
             if not uploads:
                 raise Problem("validation-error", "the multipart body has no `files` field")
             images = [await _upload(item, "files") for item in uploads]
-            return images, _top_k(form.get("top_k")) or top_k
+            top_k = _top_k(form.get("top_k")) or top_k
+            return [image.check_or_problem() for image in images], top_k
         finally:
             await form.close()
-    raw = _json(request._body)  # cached by read_body
+    raw = _json(body)
     images_raw = raw.get("images") if isinstance(raw, dict) else None
     if isinstance(images_raw, list) and len(images_raw) > batch_max:
         raise Problem("too-many-images", f"at most {batch_max} images", limit=batch_max)
     try:
         parsed = BatchRequest.model_validate(raw)
     except ValidationError as exc:
-        raise _validation(exc) from None
+        raise Problem.from_validation(exc) from None
     images = await asyncio.gather(
         *(_from_ref(ref, fetcher, i) for i, ref in enumerate(parsed.images))
     )
-    return list(images), parsed.top_k or top_k
+    return [image.check_or_problem() for image in images], parsed.top_k or top_k

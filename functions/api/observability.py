@@ -29,16 +29,23 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "wastesort-api"
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Wastesort"
+from functions.api.metric_names import (
+    DIM_CLASS,
+    DIM_ERROR_TYPE,
+    DIM_MODEL_VERSION,
+    METRIC_BY_CLASS,
+    METRIC_ERRORS,
+    METRIC_LATENCY,
+    METRIC_PREDICTIONS,
+    METRIC_REJECTED,
+    METRIC_UNCERTAIN,
+    METRICS_NAMESPACE,
+    SERVICE_NAME,
+)
+from wastesort.scoring import UNCERTAIN
 
-METRIC_LATENCY = "PredictLatency"
-METRIC_PREDICTIONS = "Predictions"
-METRIC_UNCERTAIN = "UncertainPredictions"
-METRIC_ERRORS = "PredictionErrors"
-METRIC_BY_CLASS = "PredictionsByClass"
-METRIC_REJECTED = "RejectedInputs"
-DIM_MODEL_VERSION = "model_version"
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE_NAME
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or METRICS_NAMESPACE
 
 logger = Logger(service=SERVICE)
 copy_config_to_registered_loggers(source_logger=logger, include={"wastesort"})
@@ -72,7 +79,7 @@ def record_predictions(
 ) -> list[dict[str, Any]]:
     """Metrics for answered predictions: latency, count, uncertain count, count by class."""
     predictions = list(predictions)
-    uncertain = sum(1 for p in predictions if p.decision == "uncertain")
+    uncertain = sum(1 for p in predictions if p.decision == UNCERTAIN)
     base = {DIM_MODEL_VERSION: version}
     blobs = [
         _emit(
@@ -87,7 +94,7 @@ def record_predictions(
     by_class = Counter(p.predicted_class for p in predictions)
     for name, count in sorted(by_class.items()):
         blobs.append(
-            _emit([(METRIC_BY_CLASS, MetricUnit.Count.value, count)], {**base, "class": name})
+            _emit([(METRIC_BY_CLASS, MetricUnit.Count.value, count)], {**base, DIM_CLASS: name})
         )
     return [b for b in blobs if b is not None]
 
@@ -96,7 +103,7 @@ def record_rejected(version: str, error_type: str, count: int = 1) -> None:
     """An input refused with a 4xx problem: the caller's fault, not the model's."""
     _emit(
         [(METRIC_REJECTED, MetricUnit.Count.value, count)],
-        {DIM_MODEL_VERSION: version, "error_type": error_type},
+        {DIM_MODEL_VERSION: version, DIM_ERROR_TYPE: error_type},
     )
 
 
@@ -105,7 +112,7 @@ def record_failure(version: str, error_type: str) -> None:
     _emit([(METRIC_ERRORS, MetricUnit.Count.value, 1)], {DIM_MODEL_VERSION: version})
     _emit(
         [(METRIC_ERRORS, MetricUnit.Count.value, 1)],
-        {DIM_MODEL_VERSION: version, "error_type": error_type},
+        {DIM_MODEL_VERSION: version, DIM_ERROR_TYPE: error_type},
     )
 
 

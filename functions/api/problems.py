@@ -1,20 +1,33 @@
 """RFC 9457 problem details: every error the API answers, with a stable `type` URI per kind.
 
 Clients branch on `type` (never on `detail`, which is for people). The kinds, their status and
-title live in `KINDS`, the one table the handlers, the OpenAPI examples and docs/api.md use.
+title live in `KINDS`, the one table the handlers, the OpenAPI examples and docs/api.md use; the
+exception handlers that turn errors into problems live here too, so a status is decided in one
+place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from functions.api import observability as obs
 from wastesort.errors import WastesortError
+from wastesort.validation import field_errors
+
+if TYPE_CHECKING:
+    from functions.api.model import ModelState
 
 PROBLEM_BASE = "https://wastesort.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
+EXAMPLE_REQUEST_ID = "c0ffee00-0000-4000-8000-000000000000"
+"""The request id in the OpenAPI examples."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,18 @@ class Problem(Exception):  # noqa: N818 - a problem document, raised
         """A problem for an error the core raised about an input image."""
         return cls(CORE_CODES.get(exc.code, "corrupt-image"), exc.message, code=exc.code)
 
+    @classmethod
+    def from_validation(cls, exc: ValidationError, *, what: str = "the JSON body") -> Problem:
+        """A validation-error problem: `detail` is the one line `wastesort.validation` words
+        for every pydantic error (without the values: they are the caller's request body),
+        `errors` the machine-readable list."""
+        errors = [
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        detail = f"{what} is not valid: " + "; ".join(field_errors(exc, with_input=False))
+        return cls("validation-error", detail, errors=errors)
+
     def body(self, *, instance: str | None = None, request_id: str | None = None) -> dict:
         kind = KINDS[self.kind]
         body: dict[str, Any] = {"type": type_uri(self.kind), "title": kind.title}
@@ -123,7 +148,7 @@ def example(kind: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {
         "summary": KINDS[kind].title,
         "value": Problem(kind, detail, **extra).body(
-            instance="/predict", request_id="c0ffee00-0000-4000-8000-000000000000"
+            instance="/predict", request_id=EXAMPLE_REQUEST_ID
         ),
     }
 
@@ -157,3 +182,57 @@ def responses(*kinds_with_detail: tuple[str, str]) -> dict[int | str, dict[str, 
         )
         entry["content"][MEDIA_TYPE]["examples"][kind] = example(kind, detail)
     return out
+
+
+# --- the exception handlers ------------------------------------------------------------------
+
+
+def add_error_handlers(app: FastAPI, state: ModelState) -> None:
+    """Answer every error as a problem, logged, and counted: 4xx as `RejectedInputs` (the
+    caller's fault; 404/405 are not inputs), 5xx as `PredictionErrors` (what the canary alarm
+    rolls back on)."""
+
+    def respond(request: Request, problem: Problem, headers: dict[str, str] | None = None) -> Any:
+        request_id = getattr(request.state, "request_id", None)
+        log = obs.logger.warning if problem.status < 500 else obs.logger.error
+        log(
+            "problem",
+            extra={
+                "request_id": request_id,
+                "model_version": state.version,
+                "type": problem.kind,
+                "status": problem.status,
+                "detail": problem.detail,
+                "path": request.url.path,
+            },
+        )
+        if problem.status >= 500:
+            obs.record_failure(state.version, problem.kind)
+        elif problem.kind not in ("not-found", "method-not-allowed"):
+            obs.record_rejected(state.version, problem.kind)
+        if problem.kind == "model-unavailable":
+            headers = {**(headers or {}), "Retry-After": "5"}
+        return problem_response(
+            problem, instance=request.url.path, request_id=request_id, headers=headers
+        )
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> Any:
+        return respond(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Any:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return respond(
+            request, Problem("validation-error", "the request is not valid", errors=errors)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Any:
+        kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            exc.status_code, "malformed-request" if exc.status_code < 500 else "internal-error"
+        )
+        return respond(request, Problem(kind, str(exc.detail)), headers=exc.headers)

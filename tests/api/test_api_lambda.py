@@ -248,6 +248,31 @@ def run_python(code: str, env: dict[str, str], event: dict[str, Any], tmp_path: 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def test_the_handler_builds_the_one_app(api_registry: Path, tmp_path: Path):
+    """Importing the app module builds nothing; the handler builds the app once, at init."""
+    event = gateway_event("v2", "GET", "/health")
+    out = run_python(
+        """
+        import fastapi
+        built = []
+        original = fastapi.FastAPI.__init__
+        def counting(self, *args, **kwargs):
+            built.append(1)
+            original(self, *args, **kwargs)
+        fastapi.FastAPI.__init__ = counting
+        import functions.api.app
+        after_app_import = len(built)
+        from functions.api.handler import handler
+        status = handler(EVENT, None)["statusCode"]
+        print(json.dumps({"app_import": after_app_import, "total": len(built), "status": status}))
+        """,
+        {"MODEL_URI": str(api_registry), "WASTESORT_CACHE_DIR": str(tmp_path / "cache")},
+        event,
+        tmp_path,
+    )
+    assert out == {"app_import": 0, "total": 1, "status": 200}
+
+
 def test_serving_path_never_imports_tensorflow(api_registry: Path, tmp_path: Path):
     event = gateway_event(
         "v2", "POST", "/predict", body=sample_bytes("glass"), content_type="image/jpeg"

@@ -1,5 +1,6 @@
-"""The Lambda package: built the way `make package` builds it (pip --platform, pruned), then
-proven to classify in a clean process that sees nothing but the package (no venv, no site).
+"""The Lambda package: built the way `make package` builds it (`python -m tools.lambda_zip`:
+pip --platform, pruned), then proven to classify in a clean process that sees nothing but the
+package (no venv, no site).
 
 The x86_64 variant is built for Python 3.12 (the Lambda runtime) and run with it when this
 machine has one (pyenv's, say), else for this machine's Python; the wheels are cached in
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from functions.api.package import PYTHON_VERSION, build, find_python
 from tests.api.conftest import gateway_event
 from tests.conftest import sample_bytes
+from tools.lambda_zip import PYTHON_VERSION, build, find_python
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +78,9 @@ def test_pruned_package_is_smaller_and_complete(package):
     ):
         assert (root / required).exists(), required
     for gone in (
+        "tools",  # the builder is a build tool, not runtime code
+        "tests",
+        "bench",
         "boto3",
         "botocore",
         "ai_edge_litert/libLiteRtWebGpuAccelerator.so",

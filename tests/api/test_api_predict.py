@@ -262,6 +262,20 @@ def test_bad_input_is_a_4xx_problem(client: TestClient, make_request, status, ki
     assert_problem(make_request(client, images), status, kind)
 
 
+def test_validation_problem_is_one_line_without_the_body(client: TestClient):
+    """The detail is worded by `wastesort.validation` (one line, no values: they are the
+    caller's request); `errors` keeps its machine-readable shape."""
+    secret = "x" * 40
+    body = assert_problem(
+        client.post("/predict", json={"image": secret, "top_k": 0}), 422, "validation-error"
+    )
+    detail = body["detail"]
+    assert detail.startswith("the JSON body is not valid: ") and "\n" not in detail
+    assert "image: unknown key" in detail and "top_k: " in detail and secret not in detail
+    extra = {"loc": ["image"], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
+    assert extra in body["errors"]
+
+
 def test_405_says_what_is_allowed(client: TestClient):
     assert client.get("/predict").headers["allow"] == "POST"
 

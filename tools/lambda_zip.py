@@ -1,34 +1,23 @@
 """Build the Lambda deployment package without Docker.
 
-    python -m functions.api.package --arch arm64     # or x86_64
+    python -m tools.lambda_zip --arch arm64     # or x86_64
 
 pip downloads manylinux wheels for the Lambda runtime (python3.12; `--platform` for every
 manylinux tag the wheels use, since pip does not widen them, and `--only-binary=:all:`) into
 `build/wheels/` (a cache: later builds need no network), installs them into
-`build/lambda/<arch>/` with the `wastesort/` and `functions/` trees, prunes what the function
-never loads, and zips it to `build/lambda/api-<arch>.zip`. It prints the sizes and writes them
-to `build/lambda/<arch>.json`.
-
-What is pruned, and why it is safe (tests/api/test_api_package.py classifies with the pruned
-x86_64 package in a clean process to prove it):
-- boto3, botocore and their dependencies (s3transfer, jmespath, dateutil, six, urllib3): the
-  Lambda runtime has them.
-- ml_dtypes, protobuf, tqdm, flatbuffers: ai-edge-litert requires them for its converter and
-  tools; the Interpreter never imports them. Powertools' features other than logging, metrics
-  and tracing (`event_handler`, `utilities/*`).
-- ai-edge-litert: everything but the Interpreter (the WebGPU accelerator, the compiled-model
-  API and its protobufs, converter/analyzer/calibration wrappers, vendor plugins, AOT tools).
-- Pillow: the extension modules for AVIF, fonts, colour management, Tk, ImageMath/Morph, and
-  the vendored libraries only they need (found from the ELF DT_NEEDED entries).
-- numpy's random, fft, polynomial and ma subpackages (lazily loaded, never used here), its
-  test-only extension modules, f2py and pyinstaller hooks.
-- every `tests/`, `__pycache__`, `*.pyi`, C headers.
+`build/lambda/<arch>/` with the `wastesort/` and `functions/` trees (nothing else of the
+repository: not `tools/`, not tests), prunes what the function never loads
+(`tools.lambda_prune`, which says why each drop is safe), and zips it to
+`build/lambda/api-<arch>.zip`. It prints the sizes and writes them to `build/lambda/<arch>.json`.
 
 Bytecode: Lambda's /var/task is read-only, so without shipped `.pyc` every cold start compiles
 every module it imports (measured here: 3.8 s instead of 0.9 s to the first answer). The
 package is compiled (`unchecked-hash` .pyc, +11 MB) by a Python of the runtime's version: the
 running one, `python3.12` on PATH or pyenv's, or `--compile-with PATH`; without one the build
 says so and ships sources only.
+
+The public functions (`build`, `install`, `copy_sources`, `size_of`, ...) are what the serving
+benchmarks (`bench/serving.py`) compose to size other packages the same way.
 """
 
 from __future__ import annotations
@@ -40,11 +29,14 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tools.lambda_prune import prune, remove_path
+
+ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build"
 ARCHES = {"arm64": "aarch64", "x86_64": "x86_64"}
 PYTHON_VERSION = "3.12"
@@ -64,38 +56,14 @@ REQUIREMENTS = (
     "aws-lambda-powertools",
     "aws-xray-sdk",  # Powertools' Tracer (the function has X-Ray tracing on)
 )
-IN_RUNTIME = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
-UNUSED_DISTS = ("ml_dtypes", "protobuf", "tqdm", "flatbuffers")
-"""ai-edge-litert's requirements for its converter and model tools; its Interpreter imports none."""
-POWERTOOLS_KEEP = {"__init__.py", "jmespath_utils", "typing"}
-"""Of `aws_lambda_powertools/utilities`, what Logger/Metrics/Tracer import (`event_handler`,
-the parser, idempotency, batch ... are other features of the library)."""
 SOURCES = ("wastesort", "functions")
-
-LITERT_KEEP = {
-    "_pywrap_litert_interpreter_wrapper.so",
-    "libpywrap_litert_common.so",
-    "libLiteRt.so",
-}
-LITERT_KEEP_PY = {"__init__.py", "interpreter.py", "metrics_interface.py", "metrics_portable.py"}
-LITERT_DROP_DIRS = ("tools", "vendors", "aot", "tflite")
-PIL_DROP_MODULES = (
-    "_avif",
-    "_imagingcms",
-    "_imagingft",
-    "_imagingtk",
-    "_imagingmath",
-    "_imagingmorph",
-)
-DROP_DIRS = ("tests", "test", "__pycache__", "include", "f2py", "_pyinstaller")
-NUMPY_TEST_MODULES = ("_simd", "_multiarray_tests", "_umath_tests", "_rational_tests")
-NUMPY_UNUSED = ("random", "fft", "polynomial", "ma")
-"""numpy subpackages `import numpy` does not load and nothing on the serving path imports."""
-DROP_SUFFIXES = (".pyi", ".pyc", ".pxd", ".h", ".c", ".cpp")
+"""The repository trees the function imports: the only ones copied into the package."""
 
 
 @dataclass
 class Report:
+    """What a build made and its sizes in bytes (also written to `<out>/<arch>.json`)."""
+
     arch: str
     python_version: str
     unpruned_bytes: int = 0
@@ -118,6 +86,7 @@ def platform_tags(arch: str) -> list[str]:
 
 
 def pinned(names: tuple[str, ...] = REQUIREMENTS) -> list[str]:
+    """`name==version` as installed here, so the package runs what the tests ran."""
     out = []
     for name in names:
         try:
@@ -133,9 +102,24 @@ def _pip(*args: str) -> None:
 
 
 def install(
-    requirements: list[str], target: Path, *, arch: str, python_version: str, wheels: Path
+    requirements: list[str],
+    target: Path,
+    *,
+    arch: str,
+    python_version: str,
+    wheels: Path,
+    find_links: Sequence[Path] = (),
 ) -> None:
-    """pip install for the Lambda platform, from the wheel cache when it has everything."""
+    """pip install for the Lambda platform, from the wheel caches when they have everything.
+
+    Args:
+        requirements: pip requirement strings (`pinned()` gives the function's own).
+        target: the folder to install into (`pip install --target`).
+        arch: `arm64` or `x86_64`.
+        python_version: the runtime's Python, e.g. `3.12`.
+        wheels: the wheel cache; what is missing is downloaded into it, once.
+        find_links: other wheel caches to install from (never written).
+    """
     flags = [
         "--only-binary=:all:",
         "--python-version",
@@ -145,7 +129,8 @@ def install(
         *[arg for tag in platform_tags(arch) for arg in ("--platform", tag)],
     ]
     wheels.mkdir(parents=True, exist_ok=True)
-    offline = ["install", "--no-index", "--find-links", str(wheels), "--target", str(target)]
+    links = [arg for d in (wheels, *find_links) for arg in ("--find-links", str(d))]
+    offline = ["install", "--no-index", *links, "--target", str(target)]
     try:
         _pip(*offline, "--quiet", *flags, *requirements)
     except subprocess.CalledProcessError:
@@ -154,106 +139,8 @@ def install(
 
 
 def size_of(path: Path) -> int:
+    """Bytes of the files under `path` (links not followed)."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
-def _dist_infos(target: Path, name: str) -> list[Path]:
-    normal = name.replace("-", "_").lower()
-    return [p for p in target.glob("*.dist-info") if p.name.lower().startswith(normal + "-")]
-
-
-def needed(library: Path) -> set[str]:
-    """The DT_NEEDED sonames of an ELF file (readelf reads any architecture)."""
-    readelf = shutil.which("readelf")
-    if readelf is None:
-        raise RuntimeError("readelf (binutils) is needed to prune vendored libraries")
-    result = subprocess.run(  # noqa: S603 - our argv
-        [readelf, "-d", str(library)], capture_output=True, text=True, check=False
-    )
-    return {
-        line.split("[", 1)[1].split("]", 1)[0]
-        for line in result.stdout.splitlines()
-        if "(NEEDED)" in line
-    }
-
-
-def prune_vendored_libs(target: Path) -> list[str]:
-    """Drop libraries in `*.libs/` (auditwheel's vendored copies) that no remaining extension
-    module or kept library needs. They are always linked by DT_NEEDED, never dlopen'ed."""
-    vendored = {p.name: p for d in target.glob("*.libs") for p in d.iterdir()}
-    roots = [
-        p for p in target.rglob("*.so*") if p.is_file() and p.parent.name.endswith(".libs") is False
-    ]
-    keep: set[str] = set()
-    todo = [soname for root in roots for soname in needed(root)]
-    while todo:
-        soname = todo.pop()
-        if soname in vendored and soname not in keep:
-            keep.add(soname)
-            todo.extend(needed(vendored[soname]))
-    dropped = sorted(set(vendored) - keep)
-    for name in dropped:
-        vendored[name].unlink()
-    return dropped
-
-
-def remove_dist(target: Path, name: str) -> None:
-    """Uninstall a distribution from a `--target` directory by its RECORD."""
-    for info in _dist_infos(target, name):
-        record = info / "RECORD"
-        lines = record.read_text().splitlines() if record.exists() else []
-        for line in lines:
-            path = target / line.split(",", 1)[0]
-            if path.is_file():
-                path.unlink()
-        for line in lines:  # then the folders the files were in, when empty
-            parent = (target / line.split(",", 1)[0]).parent
-            while parent != target and parent.exists() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
-        _remove(info)
-
-
-def prune(target: Path) -> None:
-    for name in (*IN_RUNTIME, *UNUSED_DISTS):
-        remove_dist(target, name)
-    _prune_generic(target)
-    _prune_packages(target)
-    prune_vendored_libs(target)
-    for path in target.rglob("RECORD"):  # lists removed files; nothing reads it at runtime
-        if path.parent.name.endswith(".dist-info"):
-            path.unlink()
-
-
-def _prune_generic(target: Path) -> None:
-    for path in sorted(target.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir() and path.name in DROP_DIRS and ".dist-info" not in str(path.parent):
-            _remove(path)
-        elif path.is_file() and path.suffix in DROP_SUFFIXES:
-            path.unlink()
-
-
-def _prune_packages(target: Path) -> None:
-    litert = target / "ai_edge_litert"
-    drops = [p for p in litert.glob("*.so") if p.name not in LITERT_KEEP]
-    drops += [p for p in litert.glob("*.py") if p.name not in LITERT_KEEP_PY]
-    drops += [litert / name for name in LITERT_DROP_DIRS]
-    drops += [p for m in PIL_DROP_MODULES for p in (target / "PIL").glob(f"{m}.*so")]
-    drops += [p for m in NUMPY_TEST_MODULES for p in (target / "numpy/_core").glob(f"{m}.*so")]
-    drops += [target / "numpy" / name for name in NUMPY_UNUSED]
-    utilities = target / "aws_lambda_powertools" / "utilities"
-    if utilities.exists():
-        drops += [p for p in utilities.iterdir() if p.name not in POWERTOOLS_KEEP]
-    drops.append(target / "aws_lambda_powertools" / "event_handler")
-    for path in drops:
-        _remove(path)
 
 
 def python_version_of(python: str) -> str:
@@ -303,9 +190,10 @@ def compile_bytecode(target: Path, python: str) -> None:
 
 
 def copy_sources(target: Path) -> None:
+    """Copy `SOURCES` from the repository into `target`, without caches or tests."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
     for name in SOURCES:
-        _remove(target / name)
+        remove_path(target / name)
         shutil.copytree(ROOT / name, target / name, ignore=ignore)
 
 
@@ -362,7 +250,7 @@ def build(
     tag = python_version.replace(".", "")
     wheels = wheels or BUILD / "wheels" / f"{arch}-cp{tag}"
     target = out / arch if python_version == PYTHON_VERSION else out / f"{arch}-cp{tag}"
-    _remove(target)
+    remove_path(target)
     target.mkdir(parents=True)
     install(pinned(), target, arch=arch, python_version=python_version, wheels=wheels)
     copy_sources(target)
@@ -392,7 +280,7 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m functions.api.package", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.lambda_zip", description=__doc__)
     parser.add_argument("--arch", choices=sorted(ARCHES), default="arm64")
     parser.add_argument("--python-version", default=PYTHON_VERSION)
     parser.add_argument("--out", type=Path, default=BUILD / "lambda")
