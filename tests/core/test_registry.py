@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -349,3 +350,20 @@ def test_golden_images_with_the_same_name_and_bad_version_ids(tmp_path: Path, ti
         publish(registry, tiny_int8, "../escape")
     assert not (tmp_path / "escape").exists()
     assert sorted(p.name for p in (tmp_path / "reg" / "artifacts").iterdir()) == ["v1"]
+
+
+def test_promote_keeps_the_manifests_mode(tmp_path: Path, tiny_int8: Path):
+    """A shared or web-served registry stays readable: rewrites keep the file's mode, and a
+    new manifest gets the umask's mode, not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        registry = Registry.from_uri(tmp_path / "reg")
+        publish(registry, tiny_int8, "v1", aliases=["production"])
+        manifest = tmp_path / "reg" / "manifest.json"
+        assert manifest.stat().st_mode & 0o777 == 0o644
+        publish(registry, tiny_int8, "v2")
+        manifest.chmod(0o640)
+        registry.promote("production", "v2")
+        assert manifest.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

@@ -17,11 +17,33 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc tells (else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """temp file -> fsync -> rename: a crash leaves the old file or the new one, never half."""
+    """temp file -> fsync -> rename: a crash leaves the old file or the new one, never half.
+
+    The file keeps the mode it had (a shared or web-served registry stays readable); a new
+    file gets the umask's, like `open()` would give it, not mkstemp's private 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
