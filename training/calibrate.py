@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from wastesort.scoring import softmax
+from training.config import CalibrateConfig
+from wastesort.scoring import is_confident, softmax
+
+TRADEOFF_THRESHOLDS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Where the report shows what a threshold would cost, beside the one chosen."""
 
 
 def log_probs(probs: np.ndarray) -> np.ndarray:
@@ -47,6 +52,16 @@ class Threshold:
     accuracy_all: float
 
 
+def coverage(probs: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(share of images decided at `threshold`, accuracy of those decided; 0 when none are).
+
+    The same rule as serving (`is_confident`), so the figures describe what a bin will do.
+    """
+    decided = is_confident(probs.max(axis=1), threshold)
+    correct = probs.argmax(axis=1) == y
+    return float(decided.mean()), float(correct[decided].mean()) if decided.any() else 0.0
+
+
 def choose_threshold(
     probs: np.ndarray, y: np.ndarray, *, target_accuracy: float, max_threshold: float
 ) -> Threshold:
@@ -61,31 +76,47 @@ def choose_threshold(
     for t in np.unique(np.concatenate([[0.0], np.round(conf, 4)])):
         if t > max_threshold:
             break
-        mask = conf >= t
-        if mask.any() and correct[mask].mean() >= target_accuracy:
+        decided = is_confident(conf, t)
+        if decided.any() and correct[decided].mean() >= target_accuracy:
             chosen = float(t)
             break
-    mask = conf >= chosen
+    share, accuracy = coverage(probs, y, chosen)
     return Threshold(
         threshold=round(chosen, 4),
-        coverage=float(mask.mean()),
-        accuracy_covered=float(correct[mask].mean()) if mask.any() else 0.0,
+        coverage=share,
+        accuracy_covered=accuracy,
         accuracy_all=float(correct.mean()),
     )
 
 
 def tradeoff(probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> list[dict[str, float]]:
     """Coverage and accuracy of the decided images at several thresholds (for the report)."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
     rows = []
     for t in thresholds:
-        mask = conf >= t
-        rows.append(
-            {
-                "threshold": t,
-                "coverage": float(mask.mean()),
-                "accuracy": float(correct[mask].mean()) if mask.any() else 0.0,
-            }
-        )
+        share, accuracy = coverage(probs, y, t)
+        rows.append({"threshold": t, "coverage": share, "accuracy": accuracy})
     return rows
+
+
+def uncertain_threshold(
+    val_probs: np.ndarray,
+    y_val: np.ndarray,
+    test_probs: np.ndarray,
+    y_test: np.ndarray,
+    cfg: CalibrateConfig,
+) -> dict[str, Any]:
+    """Choose the threshold on validation and say what it does on test: the run summary's
+    `uncertain` section (the manifest keeps it without `tradeoff_val`)."""
+    thr = choose_threshold(
+        val_probs, y_val, target_accuracy=cfg.target_accuracy, max_threshold=cfg.max_threshold
+    )
+    test_coverage, test_accuracy = coverage(test_probs, y_test, thr.threshold)
+    return {
+        "threshold": thr.threshold,
+        "target_accuracy": cfg.target_accuracy,
+        "val_coverage": round(thr.coverage, 4),
+        "val_accuracy_decided": round(thr.accuracy_covered, 4),
+        "test_coverage": round(test_coverage, 4),
+        "test_accuracy_decided": round(test_accuracy, 4),
+        "tradeoff_val": tradeoff(val_probs, y_val, list(TRADEOFF_THRESHOLDS)),
+    }

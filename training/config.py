@@ -23,6 +23,7 @@ from pydantic import (
 
 from wastesort.errors import WastesortError
 from wastesort.manifest import check_alias
+from wastesort.validation import explain
 
 
 class ConfigError(ValueError):
@@ -121,7 +122,7 @@ class TrainConfig(_Section):
     feature_noise: float = Field(0.0, ge=0, le=1)
     """Gaussian noise added to the cached activations while training, as a fraction of their
     RMS, to mimic the int8 model's activation error (0 = off; on TrashNet it left int8/float
-    agreement unchanged, see docs/training.md)."""
+    agreement unchanged, see docs/experiments.md)."""
     head: PhaseConfig = Field(default_factory=PhaseConfig)
     fine_tune: PhaseConfig = Field(
         default_factory=lambda: PhaseConfig(epochs=0, learning_rate=2e-4, patience=3)
@@ -133,7 +134,7 @@ class TrainConfig(_Section):
     """The fine-tuned weights replace the head phase's unless their best validation macro-F1 is
     more than this below the head's. The head's best is the highest of up to 40 noisy epochs
     (0.866-0.890 over its last ten on one TrashNet split), and fine-tunes 0.003 and 0.010 below
-    it scored better on the test photos than the head (docs/training.md, fourteenth round).
+    it scored better on the test photos than the head (docs/experiments.md, round 14).
     0 keeps only a fine-tune that beats the head; 1 always keeps it."""
     fine_tune_on: Literal["cached", "pixels"] = "cached"
     """`cached`: the top blocks train on the frozen trunk's cached output for the augmented
@@ -143,7 +144,7 @@ class TrainConfig(_Section):
     quantization_aware: bool = False
     """Fine-tune through simulated int8 rounding (`training/fake_quant.py`), so the int8 model
     follows the weights that moved (a third more time per pixel epoch, twice per cached one;
-    on TrashNet no gain, see docs/training.md)."""
+    on TrashNet no gain, see docs/experiments.md)."""
 
 
 class GateConfig(_Section):
@@ -279,18 +280,6 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-def _format_error(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {err.get('input')!r:.60})")
-    return "invalid training config:\n  " + "\n  ".join(lines)
-
-
 class _StrictLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error (plain
     YAML keeps the last one, silently dropping a whole section)."""
@@ -356,4 +345,4 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc)) from None
+        raise ConfigError(explain(exc, heading="invalid training config")) from None

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib as mpl
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
+from training import calibrate, metrics
+from wastesort.scoring import softmax
+
+if TYPE_CHECKING:
+    from training.data import Dataset
+    from training.evaluate import Scores, VariantScores
 
 
 def confusion_png(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> Path:
@@ -92,3 +101,47 @@ def mistakes_png(
     fig.savefig(path)
     plt.close(fig)
     return path, listed
+
+
+def run_plots(
+    folder: Path,
+    *,
+    int8: VariantScores,
+    float_model: Scores,
+    ds: Dataset,
+    pixels: np.ndarray,
+    bins: int,
+) -> list[dict]:
+    """The served (int8) model's pictures on the test split, plus both confusion matrices as
+    JSON for the README. Returns the hardest mistakes for the summary."""
+    folder.mkdir(exist_ok=True)
+    labels, test, y_true = ds.labels, ds.indices("test"), ds.targets("test")
+    confusion_png(
+        np.array(int8.test["confusion"]),
+        labels,
+        folder / "confusion_int8.png",
+        f"int8 on the test split: accuracy {int8.test['accuracy']:.3f}, "
+        f"macro-F1 {int8.test['macro_f1']:.3f}",
+    )
+    for name, scores in (("int8", int8), ("float", float_model)):
+        (folder / f"confusion_{name}.json").write_text(
+            json.dumps({"labels": labels, "rows_true_cols_predicted": scores.test["confusion"]})
+        )
+    uncalibrated = softmax(calibrate.log_probs(int8.test_probs) * int8.temperature)
+    reliability_png(
+        {
+            "int8, T=1": metrics.reliability(uncalibrated, y_true, bins),
+            f"int8, T={int8.temperature:.2f}": metrics.reliability(int8.test_probs, y_true, bins),
+        },
+        folder / "reliability_int8.png",
+        "reliability on the test split",
+    )
+    _, hardest = mistakes_png(
+        images=pixels[test],
+        probs=int8.test_probs,
+        y_true=y_true,
+        labels=labels,
+        names=[ds.items[i].path for i in test],
+        path=folder / "hardest_mistakes_int8.png",
+    )
+    return hardest

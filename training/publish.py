@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from training.quantize import GateError, GateResult
 from wastesort.errors import RegistryError
 from wastesort.manifest import InputSpec, ModelEntry, OutputSpec
-from wastesort.registry import GoldenSample, Registry
-from wastesort.registry.registry import sha256_file
-from wastesort.scoring import ranked
+from wastesort.registry import GoldenSample, Registry, sha256_file
+from wastesort.scoring import is_confident, ranked
+
+if TYPE_CHECKING:
+    from training.config import Config
+    from training.evaluate import Splits, VariantScores
 
 log = logging.getLogger(__name__)
+
+
+def version_id(sha256: str) -> str:
+    """`v<date>-<first 8 of the int8 file's sha256>`: the same bytes republished the same day
+    keep their id, which `publish` relies on to skip the upload."""
+    return f"v{datetime.now(UTC):%Y%m%d}-{sha256[:8]}"
 
 
 def pick_golden(
@@ -38,7 +48,7 @@ def pick_golden(
     chosen: list[int] = []
     for c in range(probs.shape[1]):
         right = np.flatnonzero((y_true == c) & (pred == c))
-        clear = right[probs[right, c] >= threshold + margin]
+        clear = right[is_confident(probs[right, c], threshold + margin)]
         ok = clear if len(clear) >= per_class else right  # a weak model: its best effort
         ok = ok[np.argsort(-gap[ok], kind="stable")]
         # Not only the easiest: spread over the confident ones.
@@ -65,6 +75,23 @@ def golden_samples(
         )
         for i in indices
     ]
+
+
+def golden_set(
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    *,
+    names: Sequence[str],
+    images: Sequence[bytes],
+    labels: Sequence[str],
+    per_class: int,
+    threshold: float,
+) -> list[GoldenSample]:
+    """`pick_golden` then `golden_samples`: the images a device checks a new model against."""
+    indices = pick_golden(probs, y_true, per_class=per_class, threshold=threshold)
+    return golden_samples(
+        indices, names=names, images=images, probs=probs, y_true=y_true, labels=labels
+    )
 
 
 def publish(
@@ -123,4 +150,52 @@ def publish(
         mlflow_run_id=mlflow_run_id,
         source_config=source_config,
         signing_key=signing_key,
+    )
+
+
+def publish_run(
+    cfg: Config,
+    model_path: Path,
+    *,
+    version: str,
+    gate: GateResult,
+    int8: VariantScores,
+    splits: Splits,
+    summary: dict[str, Any],
+    mlflow_run_id: str | None,
+    edgetpu: Path | None = None,
+) -> ModelEntry:
+    """`publish` with what one pipeline run knows: its config, the int8 model's scores (its
+    golden set comes from the test split) and its summary.
+
+    Raises:
+        GateError: the int8 model lost too much against the float model.
+    """
+    threshold = summary["uncertain"]["threshold"]
+    return publish(
+        cfg.registry.uri,
+        model_path,
+        version=version,
+        gate=gate,
+        labels=splits.labels,
+        input_spec=int8.spec,
+        output=int8.entry.output,
+        metrics=summary["manifest_metrics"],
+        temperature=int8.temperature,
+        uncertain_threshold=threshold,
+        dataset_fingerprint=summary["dataset_fingerprint"],
+        mlflow_run_id=mlflow_run_id,
+        source_config=cfg.dump(),
+        golden=golden_set(
+            int8.test_probs,
+            splits.y_test,
+            names=splits.test_names,
+            images=splits.test_images,
+            labels=splits.labels,
+            per_class=cfg.registry.golden_per_class,
+            threshold=threshold,
+        ),
+        aliases=cfg.registry.aliases,
+        extra_files={"edgetpu": edgetpu} if edgetpu else None,
+        signing_key=cfg.registry.signing_key,
     )

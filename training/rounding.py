@@ -10,7 +10,7 @@ channel's largest weight unchanged so the step stays the same, and the converter
 rounding then leaves them as they are (the tests check both).
 
 The Hessians come from the float network, not from the int8 one layer by layer (the paper's
-sequential variant). Measured in docs/training.md (eighth round): int8's logit error falls by
+sequential variant). Measured in docs/experiments.md (round 8): int8's logit error falls by
 a quarter and its agreement with the float model rises by about half a point; int8 accuracy
 does not move.
 """

@@ -79,6 +79,13 @@ class Tracker:
         self.run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
         self.run_id: str = self.run.info.run_id
 
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """A run that raised (a refused gate included) is marked FAILED; the error goes on."""
+        self.end("FAILED" if exc_type is not None else "FINISHED")
+
     def params(self, config: dict[str, Any]) -> None:
         flat = {k: str(v)[:500] for k, v in flatten(config).items()}
         self.mlflow.log_params(flat)
@@ -100,6 +107,17 @@ class Tracker:
 
     def metrics(self, metrics: dict[str, float]) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+    def log_run_folder(self, run_dir: Path) -> None:
+        """Everything in the run folder but the SavedModels (kept locally for re-conversion; the
+        TFLite files are the product)."""
+        for child in sorted(run_dir.iterdir()):
+            if child.name.startswith("saved_model"):
+                continue
+            if child.is_dir():
+                self.mlflow.log_artifacts(str(child), artifact_path=child.name)
+            else:
+                self.mlflow.log_artifact(str(child))
 
     def register(self, artifact_path: str, *, gate_passed: bool) -> str:
         """Register `artifact_path` of this run as a new model version, tagged with the

@@ -169,12 +169,12 @@ def fit_phase(
         hook=hook,
         baseline=baseline,
     )
-    batches = _Batches(x, y, classes=classes, train=train, augment=augment)
+    batches = Batches(x, y, classes=classes, train=train, augment=augment)
     model.fit(batches, epochs=phase.epochs, verbose=0, callbacks=[best])
     return best.rows
 
 
-class _Batches(keras.utils.PyDataset):
+class Batches(keras.utils.PyDataset):
     """Shuffled, class-weighted training batches of cached activations (or of images, each
     batch augmented afresh), with optional mixup and Gaussian feature noise (`train.mixup`,
     `train.feature_noise`). Seeded: the same config gives the same batches."""

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("keras")
 
 from training.config import TrainConfig
-from training.train import _Batches, class_weights
+from training.train import Batches, class_weights
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
@@ -17,14 +17,14 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
     return rng.normal(2.0, 1.0, size=(len(y), 3, 2, 5)).astype(np.float32), y
 
 
-def _all(batches: _Batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _all(batches: Batches) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     parts = [batches[i] for i in range(len(batches))]
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
 
 def test_plain_batches_cover_every_sample_once_with_its_weight():
     x, y = _data()
-    batches = _Batches(x, y, classes=3, train=TrainConfig(batch_size=8, class_weights="balanced"))
+    batches = Batches(x, y, classes=3, train=TrainConfig(batch_size=8, class_weights="balanced"))
     assert len(batches) == 6
     bx, bt, bw = _all(batches)
     order = batches.order
@@ -38,7 +38,7 @@ def test_plain_batches_cover_every_sample_once_with_its_weight():
 def test_each_epoch_reshuffles_and_the_seed_fixes_the_order():
     x, y = _data()
     cfg = TrainConfig(batch_size=8)
-    a, b = _Batches(x, y, classes=3, train=cfg), _Batches(x, y, classes=3, train=cfg)
+    a, b = Batches(x, y, classes=3, train=cfg), Batches(x, y, classes=3, train=cfg)
     first = a.order.copy()
     np.testing.assert_array_equal(first, b.order)
     a.on_epoch_end()
@@ -48,7 +48,7 @@ def test_each_epoch_reshuffles_and_the_seed_fixes_the_order():
 
 def test_mixup_blends_inputs_labels_and_weights_consistently():
     x, y = _data()
-    batches = _Batches(x, y, classes=3, train=TrainConfig(batch_size=44, mixup=0.4))
+    batches = Batches(x, y, classes=3, train=TrainConfig(batch_size=44, mixup=0.4))
     bx, bt, bw = batches[0]
     assert np.allclose(bt.sum(1), 1.0)
     assert (bt.max(1) < 1).any()  # pairs of different classes give blended labels
@@ -75,7 +75,7 @@ def _blend_of(mixed: np.ndarray, a: np.ndarray, b: np.ndarray, *others: tuple) -
 
 def test_feature_noise_is_scaled_to_the_activations():
     x, y = _data()
-    plain = _Batches(x, y, classes=3, train=TrainConfig(batch_size=44))[0][0]
-    noisy = _Batches(x, y, classes=3, train=TrainConfig(batch_size=44, feature_noise=0.1))[0][0]
+    plain = Batches(x, y, classes=3, train=TrainConfig(batch_size=44))[0][0]
+    noisy = Batches(x, y, classes=3, train=TrainConfig(batch_size=44, feature_noise=0.1))[0][0]
     rms = np.sqrt(np.mean(np.square(x)))
     assert np.std(noisy - plain) == pytest.approx(0.1 * rms, rel=0.1)
