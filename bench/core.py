@@ -40,7 +40,7 @@ def floor_fn(clf: Classifier):
     """The least work that classifies: decode, resize, invoke. No checks, no EXIF, no scoring."""
     from ai_edge_litert.interpreter import Interpreter
 
-    content = clf._content  # the very bytes the Classifier runs
+    content = clf.model_content  # the very bytes the Classifier runs
     interpreter = Interpreter(model_content=content, num_threads=clf.runtime.num_threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]

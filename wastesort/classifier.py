@@ -208,6 +208,11 @@ class Classifier:
     # --- classifying -------------------------------------------------------------------------
 
     @property
+    def model_content(self) -> bytes:
+        """The verified model bytes this classifier runs (for a bare interpreter beside it)."""
+        return self._content
+
+    @property
     def version(self) -> str:
         return self.entry.version
 
