@@ -154,7 +154,7 @@ def runner_round(runner: Any, folder: Path) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     for frame in FolderSource(folder, watch=False).frames(runner.stop):
         if frame is not None:
-            runner._handle(frame)
+            runner.handle(frame)
     done = runner.stats.decisions - before
     return done / (time.perf_counter() - start), done / (time.process_time() - cpu)
 

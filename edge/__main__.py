@@ -107,8 +107,9 @@ def _run(config: EdgeConfig, args: argparse.Namespace) -> int:
     stats = runner.run()
     if args.stats_json:
         summary = stats.summary()
-        summary["model_version"] = runner.classifier.version
-        summary["runtime"] = runner.classifier.runtime.to_dict()
+        clf = runner.classifier  # None: stopped before a first model was installed
+        summary["model_version"] = clf.version if clf else None
+        summary["runtime"] = clf.runtime.to_dict() if clf else None
         args.stats_json.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 

@@ -60,6 +60,10 @@ class ModelConfig(_Section):
     rollback_after_errors: int = Field(default=3, ge=1)
     """Consecutive frames a new model may fail on before the runner goes back to the last
     known good one."""
+    install_retry_s: float = Field(default=5.0, gt=0)
+    install_retry_max_s: float = Field(default=300.0, gt=0)
+    """With no model to serve (a new device offline, a full disk), the first install is tried
+    again after `install_retry_s`, doubling (with jitter) up to `install_retry_max_s`."""
 
 
 class TriggerConfig(_Section):

@@ -7,6 +7,7 @@ Pure logic with no I/O, so it is tested with made-up predictions and no model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from wastesort.classifier import Prediction
 from wastesort.scoring import UNCERTAIN, is_confident
@@ -27,6 +28,18 @@ class Decision:
     @property
     def uncertain(self) -> bool:
         return self.label == UNCERTAIN
+
+    def event(self, *, source: str, latency_ms: float, accelerator: str) -> dict[str, Any]:
+        """The decision's telemetry event (the queue adds its id, time and device)."""
+        return {
+            "model_version": self.model_version,
+            "decision": self.label,
+            "confidence": self.confidence,
+            "frames": self.frames,
+            "latency_ms": latency_ms,
+            "source": source,
+            "accelerator": accelerator,
+        }
 
 
 class Debouncer:

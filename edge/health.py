@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.installed import remove_stale_temps
 from wastesort.registry import write_atomic
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Health:
     def __init__(self, device_id: str, state_dir: Path) -> None:
         self.device_id = device_id
         self.path = Path(state_dir) / "health.json"
+        remove_stale_temps(self.path.parent, (f".{self.path.name}.*.tmp",))  # a kill mid-beat
         self.started = time.time()
         self.providers: dict[str, Callable[[], Any]] = {}
         self.last_error: str | None = None

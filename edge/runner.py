@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +22,18 @@ from PIL import Image
 from edge.actuators import Actuator, build_actuators
 from edge.config import EdgeConfig
 from edge.decide import Debouncer, Decision
+from edge.decided import DecidedFiles, event_id, open_decided
+from edge.first_model import FirstModel, start_model
 from edge.health import Health
 from edge.sources import Frame, Source, open_source
+from edge.stats import Stats
 from edge.systemd import Watchdog
-from edge.telemetry import Sink, TelemetryQueue, Uploader, open_telemetry
+from edge.telemetry import Sink, TelemetryQueue, Uploader, open_telemetry, telemetry_status
 from edge.updater import Updater, describe
 from wastesort.classifier import Classifier, Prediction
 from wastesort.errors import ImageError
 
 log = logging.getLogger(__name__)
-
-STAGES = ("decode", "preprocess", "invoke", "decide", "telemetry", "act")
-
-
-@dataclass
-class Stats:
-    """Per-stage wall time, for the log at exit and the benchmark."""
-
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    frames: int = 0
-    decisions: int = 0
-    bad_frames: int = 0
-    telemetry_errors: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    ended: float | None = None
-    """When the frame loop ended (shutdown's flush is not the loop's time)."""
-
-    def summary(self) -> dict[str, Any]:
-        elapsed = (self.ended or time.perf_counter()) - self.started
-        frames = max(1, self.frames)
-        return {
-            "frames": self.frames,
-            "decisions": self.decisions,
-            "bad_frames": self.bad_frames,
-            "telemetry_errors": self.telemetry_errors,
-            "elapsed_s": round(elapsed, 4),
-            "decisions_per_s": round(self.decisions / elapsed, 3) if elapsed else None,
-            "stage_ms": {k: round(v * 1000 / frames, 4) for k, v in self.seconds.items()},
-        }
 
 
 class Runner:
@@ -78,6 +51,7 @@ class Runner:
         per_file: bool = False,
         telemetry_error: str | None = None,
         sink: Sink | None = None,
+        decided: DecidedFiles | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -89,6 +63,8 @@ class Runner:
         """Why the telemetry queue could not be opened (then decisions are made, not recorded)."""
         self.sink = sink if sink is not None else uploader.sink if uploader is not None else None
         """Where heartbeats go: also without a queue, so the fleet hears of a full disk."""
+        self.decided = decided
+        """The files decided (a watched folder skips them after a restart)."""
         self.once = once
         self.watchdog = watchdog or Watchdog()
         self.stop = threading.Event()
@@ -101,10 +77,15 @@ class Runner:
             else Debouncer(k=decide.k, window=decide.frames, threshold=decide.threshold)
         )
         self.health = Health(config.device_id, config.state_dir)
-        self.classifier: Classifier = updater.start()
+        updater.on_error = self.health.error
+        self.classifier: Classifier | None
+        """None only while a service waits for its first model (`first_model`)."""
+        self.first_model: FirstModel | None
+        self.classifier, self.first_model = start_model(updater, config.model, once=once)
         self._item: int | None = None
         self._decided_item: int | None = None
         self._item_source = ""
+        self._item_key: str | None = None
         self.last_prediction: Prediction | None = None
         self.last_input: np.ndarray | None = None
         self._last_label: str | None = None
@@ -116,25 +97,25 @@ class Runner:
         self.health.provide("decisions", lambda: self.stats.decisions)
         if telemetry_error is not None:
             self._error(telemetry_error)
+        if self.first_model is not None:
+            self._error(self.first_model.describe())
 
     # --- reporting ---------------------------------------------------------------------------
 
     def _model_status(self) -> dict[str, Any]:
         status = self.updater.status()
-        status["serving"] = self.classifier.version
-        status["runtime"] = self.classifier.runtime.to_dict()
-        status["accelerator"] = "edgetpu" if self.classifier.runtime.delegate else "cpu"
+        clf, waiting = self.classifier, self.first_model
+        status["serving"] = clf.version if clf else None
+        status["runtime"] = clf.runtime.to_dict() if clf else None
+        status["accelerator"] = ("edgetpu" if clf.runtime.delegate else "cpu") if clf else None
+        if clf is None and waiting is not None:
+            status["first_install"] = waiting.status()
         return status
 
     def _telemetry_status(self) -> dict[str, Any]:
-        if self.queue is None:
-            return {"error": self.telemetry_error, "not_recorded": self.stats.telemetry_errors}
-        status = self.queue.stats()
-        if self.uploader is not None:
-            status["upload_failures"] = self.uploader.failures
-            status["last_upload_at"] = self.uploader.last_upload_at
-            status["last_upload_error"] = self.uploader.last_error
-        return status
+        return telemetry_status(
+            self.queue, self.uploader, self.telemetry_error, self.stats.telemetry_errors
+        )
 
     def _error(self, message: str) -> None:
         log.error("%s", message)
@@ -143,7 +124,7 @@ class Runner:
     # --- one frame ---------------------------------------------------------------------------
 
     def _swap(self, classifier: Classifier, why: str) -> None:
-        previous = self.classifier.version
+        previous = self.classifier.version if self.classifier else None
         self.classifier = classifier
         self.debouncer.reset()
         self._model_failures = 0
@@ -158,10 +139,11 @@ class Runner:
     def process(self, frame: Frame) -> Decision | None:
         """Classify one frame; returns the decision when this frame completes an item."""
         clf = self.classifier
+        assert clf is not None, "no model to serve yet"
         seconds = self.stats.seconds
         if frame.item != self._item:
             self.end_item()
-            self._item, self._item_source = frame.item, frame.name
+            self._item, self._item_source, self._item_key = frame.item, frame.name, frame.key
         elif frame.item and self._decided_item == frame.item:
             return None  # the rest of a burst whose item is already decided
         t0 = time.perf_counter()
@@ -187,48 +169,36 @@ class Runner:
         if frame.item == 0 and decision.label == self._last_label:
             return None  # continuous mode: the same thing still there is not a new item
         self._decided_item = frame.item
-        self._conclude(decision, frame.name, t4 - t0)
+        self._conclude(decision, frame.name, t4 - t0, frame.key)
         return decision
 
     def end_item(self) -> Decision | None:
         """The source says the item's frames are over (an idle tick, the next item): if its
         burst ended without K agreeing frames, it is `uncertain` — the safe default bin."""
-        if not self._item:
+        if not self._item or self.classifier is None:
             return None  # continuous mode: the stream has no items to end
         unfinished = self.debouncer.flush(self.classifier.version)
         if unfinished is not None:
-            self._conclude(unfinished, self._item_source, 0.0)
+            self._conclude(unfinished, self._item_source, 0.0, self._item_key)
         return unfinished
 
-    def _conclude(self, decision: Decision, source: str, seconds_taken: float) -> None:
+    def _conclude(
+        self, decision: Decision, source: str, seconds_taken: float, key: str | None = None
+    ) -> None:
         """Record the decision (committed before anything moves), then act on it."""
         self._last_label = decision.label
         self.stats.decisions += 1
-        clf = self.classifier
         context = {
             "device_id": self.config.device_id,
             "source": source,
             "latency_ms": round(seconds_taken * 1000, 3),
         }
         t4 = time.perf_counter()
-        if self.queue is not None:
-            try:
-                self.queue.record(
-                    {
-                        "model_version": decision.model_version,
-                        "decision": decision.label,
-                        "confidence": decision.confidence,
-                        "frames": decision.frames,
-                        "latency_ms": context["latency_ms"],
-                        "source": source,
-                        "accelerator": "edgetpu" if clf.runtime.delegate else "cpu",
-                    }
-                )
-            except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
-                self.stats.telemetry_errors += 1
-                self._error(f"telemetry not recorded: {type(exc).__name__}: {exc}")
-        elif self.telemetry_error is not None:
-            self.stats.telemetry_errors += 1  # counted in the heartbeat; logged once at start
+        if self._record(decision, context, key) and key and self.decided is not None:
+            try:  # after the event: a kill between re-sends it, under the same id
+                self.decided.add(key)
+            except (sqlite3.Error, OSError) as exc:
+                self._error(f"{source}: not remembered as decided: {type(exc).__name__}: {exc}")
         t5 = time.perf_counter()
         self.stats.seconds["telemetry"] += t5 - t4
         for actuator in self.actuators:
@@ -238,7 +208,33 @@ class Runner:
                 self._error(f"actuator {actuator.name} failed: {type(exc).__name__}: {exc}")
         self.stats.seconds["act"] += time.perf_counter() - t5
 
-    def _handle(self, frame: Frame) -> None:
+    def _record(self, decision: Decision, context: dict[str, Any], key: str | None) -> bool:
+        """The telemetry event; False when it could not be recorded (then the file is not
+        remembered either: after a restart it is decided, and recorded, again)."""
+        if self.queue is None:
+            if self.telemetry_error is None:
+                return True  # telemetry is off
+            self.stats.telemetry_errors += 1  # counted in the heartbeat; logged once at start
+            return False
+        clf = self.classifier
+        assert clf is not None
+        event = decision.event(
+            source=context["source"],
+            latency_ms=context["latency_ms"],
+            accelerator="edgetpu" if clf.runtime.delegate else "cpu",
+        )
+        same_id = event_id(self.config.device_id, key, decision.model_version) if key else None
+        try:
+            self.queue.record(event, event_id=same_id)
+        except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
+            self.stats.telemetry_errors += 1
+            self._error(f"telemetry not recorded: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def handle(self, frame: Frame) -> None:
+        """Process a frame as the loop does: a bad image is counted, a model failing on
+        `rollback_after_errors` frames in a row is rolled back."""
         try:
             self.process(frame)
             self._model_failures = 0
@@ -248,7 +244,7 @@ class Runner:
         except Exception as exc:
             self._model_failures += 1
             self._error(
-                f"model {self.classifier.version} failed on {frame.name}: "
+                f"model {getattr(self.classifier, 'version', None)} failed on {frame.name}: "
                 f"{type(exc).__name__}: {exc}"
             )
             if self._model_failures >= self.config.model.rollback_after_errors:
@@ -286,27 +282,43 @@ class Runner:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
+    def _await_first_model(self) -> Classifier | None:
+        """Up, heard (heartbeat, STATUS) and retrying, until a model is installed or SIGTERM."""
+        assert self.first_model is not None
+        self.try_beat()
+        self.watchdog.ready(self.first_model.describe())
+        classifier = self.first_model.wait(self.stop, tick=self.watchdog.ping, report=self._error)
+        if classifier is not None:
+            self.classifier, self.first_model = classifier, None
+            log.info("installed a first model: %s", classifier.version)
+        return classifier
+
     def run(self) -> Stats:
         self.stats = Stats()
         try:
+            if not self.once:
+                if self.uploader is not None:
+                    self._background("uploader", self.uploader.run)
+                self._background("heartbeat", self._heartbeats)
+            if self.classifier is None and self._await_first_model() is None:
+                return self.stats  # stopped while waiting
             if self.once:
                 pending = self.updater.check() and self.updater.take_pending()
                 if pending:
                     self._swap(pending, "update")
             else:
                 self._background("updater", self.updater.run)
-                if self.uploader is not None:
-                    self._background("uploader", self.uploader.run)
-                self._background("heartbeat", self._heartbeats)
+            clf = self.classifier
+            assert clf is not None
             self.try_beat()
-            self.watchdog.ready(f"serving {self.classifier.version}")
-            log.info("running: model %s on %s", self.classifier.version, describe(self.classifier))
+            self.watchdog.ready(f"serving {clf.version}")
+            log.info("running: model %s on %s", clf.version, describe(clf))
             for frame in self.source.frames(self.stop):
                 pending = self.updater.take_pending()
                 if pending is not None:
                     self._swap(pending, "update")
                 if frame is not None:
-                    self._handle(frame)
+                    self.handle(frame)
                 else:
                     self.end_item()
                 self.watchdog.ping()
@@ -338,6 +350,8 @@ class Runner:
         self.source.close()
         if self.queue is not None:
             self.queue.close()
+        if self.decided is not None:
+            self.decided.close()
         summary = self.stats.summary()
         log.info("stopped: %s", json.dumps(summary))
 
@@ -355,8 +369,14 @@ def build_runner(
     state = Path(config.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     updater = updater or Updater(config.model, state)
+    folder = config.source.kind == "folder"
+    decided = open_decided(state, durability=config.telemetry.durability) if folder else None
     source = open_source(
-        config.source, once=once, burst=config.decide.frames, pin_factory=pin_factory
+        config.source,
+        once=once,
+        burst=config.decide.frames,
+        pin_factory=pin_factory,
+        decided=decided,
     )
     telemetry = open_telemetry(config.telemetry, state, device_id=config.device_id, sink=sink)
     actuators = build_actuators(
@@ -373,4 +393,5 @@ def build_runner(
         per_file=config.source.kind != "camera",
         telemetry_error=telemetry.error,
         sink=telemetry.sink,
+        decided=decided,
     )

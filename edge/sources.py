@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.config import SourceConfig, TriggerConfig
+from edge.decided import DecidedFiles, file_key
 from wastesort.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class Frame:
     captured_at: float = field(default_factory=time.time)
     item: int = 0
     """Frames of the same trigger share an item number; a new item resets the debouncer."""
+    key: str | None = None
+    """The file's identity where the source remembers what it decided (`edge.decided`)."""
 
 
 class Source(Protocol):
@@ -53,19 +56,33 @@ class FolderSource:
 
     Each file is one item. Files still being written are skipped until their size has been
     stable for one poll, so a half-copied JPEG is not classified as corrupt.
+
+    With `decided` (the runner's memory, `edge.decided`), frames carry the file's key and a
+    watched folder skips the files decided before a restart; `--once` decides every file it
+    is asked to (a trial), under the same event ids as before.
     """
 
-    def __init__(self, path: Path, *, watch: bool = True, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        watch: bool = True,
+        poll_s: float = 0.5,
+        decided: DecidedFiles | None = None,
+    ) -> None:
         if not path.is_dir():
             raise SourceError(f"source folder {path} does not exist")
         self.path = path
         self.watch = watch
         self.poll_s = poll_s
+        self.decided = decided
         self._seen: set[Path] = set()
         self._sizes: dict[Path, int] = {}
+        self._keys: dict[Path, str] = {}
 
     def _ready(self) -> list[Path]:
         found: dict[Path, tuple[float, int]] = {}
+        keys: dict[Path, str] = {}
         for path in self.path.rglob("*"):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
@@ -74,12 +91,21 @@ class FolderSource:
             except OSError:  # gone since the listing
                 continue
             found[path] = (info.st_mtime, info.st_size)
+            if self.decided is not None:
+                name = str(path.relative_to(self.path))
+                keys[path] = file_key(name, info.st_size, info.st_mtime_ns)
         self._seen &= found.keys()  # forget removed files (and a file put back is new)
         self._sizes = {p: size for p, size in self._sizes.items() if p in found}
+        self._keys = keys
+        if self.decided is not None and self.watch:
+            self.decided.retain(keys.values())
         order = sorted(found, key=lambda p: (found[p][0], str(p)) if self.watch else str(p))
         ready = []
         for path in order:
             if path in self._seen:
+                continue
+            if self.watch and self.decided is not None and keys[path] in self.decided:
+                self._seen.add(path)  # decided before a restart
                 continue
             if self.watch:
                 size = found[path][1]
@@ -108,7 +134,8 @@ class FolderSource:
                     log.warning("cannot read %s: %s", path, exc)
                     continue
                 item += 1
-                yield Frame(name=str(path.relative_to(self.path)), data=data, item=item)
+                name = str(path.relative_to(self.path))
+                yield Frame(name=name, data=data, item=item, key=self._keys.get(path))
             if not self.watch:
                 return
             yield None
@@ -327,11 +354,19 @@ def parse_source(text: str) -> SourceConfig:
 
 
 def open_source(
-    config: SourceConfig, *, once: bool = False, burst: int = 1, pin_factory: Any = None
+    config: SourceConfig,
+    *,
+    once: bool = False,
+    burst: int = 1,
+    pin_factory: Any = None,
+    decided: DecidedFiles | None = None,
 ) -> Source:
     if config.kind == "folder":
         return FolderSource(
-            Path(config.path or "."), watch=config.watch and not once, poll_s=config.poll_s
+            Path(config.path or "."),
+            watch=config.watch and not once,
+            poll_s=config.poll_s,
+            decided=decided,
         )
     if config.kind == "image":
         return ImageSource(Path(config.path or "."))

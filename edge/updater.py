@@ -18,11 +18,11 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.config import ModelConfig
+from edge.installed import Installed, file_name, remove_stale_temps
 from wastesort import artifacts, golden
 from wastesort.artifacts import EDGETPU, Choice
 from wastesort.classifier import Classifier, default_model_uri
@@ -35,47 +35,12 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 MAX_ATTEMPTS = 3
 """Integrity failures may be a bad network: a version is retried this many polls."""
+REFUSALS_REPORTED = 5
+"""The heartbeat says why the latest this many versions were refused (it stays small)."""
 
 
 class SelfTestError(ModelError):
     code = "self_test_failed"
-
-
-def file_name(ref: ArtifactRef, variant: str | None) -> str:
-    """The name an artifact is kept under in `models/`: its content hash, and the variant."""
-    return f"{ref.sha256}{'_' + variant if variant else ''}.tflite"
-
-
-@dataclass(frozen=True)
-class Installed:
-    """A model on this device's disk."""
-
-    entry: ModelEntry
-    file: str
-    variant: str | None = None
-
-    @property
-    def files(self) -> set[str]:
-        """What this install keeps in `models/`: an Edge TPU build keeps the version's CPU
-        build beside it, for a boot without the Coral (no registry needed then)."""
-        if self.variant == EDGETPU:
-            return {self.file, self.cpu_file}
-        return {self.file}
-
-    @property
-    def cpu_file(self) -> str:
-        return file_name(self.entry.artifact, None)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "entry": self.entry.model_dump(mode="json"),
-            "file": self.file,
-            "variant": self.variant,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Installed:
-        return cls(ModelEntry.model_validate(data["entry"]), data["file"], data.get("variant"))
 
 
 Prepared = tuple[Classifier, Installed, dict[str, bytes]]
@@ -94,9 +59,8 @@ class Updater:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.dir = Path(state_dir) / "models"
+        self.dir = Path(state_dir) / "models"  # made by the first install (a full disk...)
         self.cache_dir = Path(state_dir) / "cache"
-        self.dir.mkdir(parents=True, exist_ok=True)
         self._registry = registry
         self._clock = clock
         self._lock = threading.RLock()  # the poller and the frame loop both change state
@@ -106,6 +70,8 @@ class Updater:
         self.rejected: dict[str, dict[str, Any]] = {}
         self.last_check_at: float | None = None
         self.last_error: str | None = None
+        self.on_error: Callable[[str], None] | None = None
+        """Also told every error (the runner: the heartbeat's `last_error`)."""
         self._read_state()
 
     @property
@@ -149,11 +115,10 @@ class Updater:
                 path.unlink(missing_ok=True)
 
     def _clean_stale_downloads(self) -> None:
-        """Temp files a power cut or kill left behind; never valid models."""
-        if self.cache_dir.is_dir():
-            for stale in self.cache_dir.glob(".download-*"):
-                log.info("removing an interrupted download: %s", stale.name)
-                stale.unlink(missing_ok=True)
+        """Temp files a power cut or kill left behind, never valid models: interrupted
+        downloads in the cache, interrupted model (or state.json) writes in `models/`."""
+        remove_stale_temps(self.cache_dir, (".download-*",))
+        remove_stale_temps(self.dir)
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -271,11 +236,14 @@ class Updater:
         record["attempts"] += 1
         record["reason"] = reason
         record["final"] = final or record["attempts"] >= MAX_ATTEMPTS
+        record["at"] = self._clock()
         self._write_state()
 
     def _note(self, message: str) -> None:
         self.last_error = message
         log.error("%s", message)
+        if self.on_error is not None:
+            self.on_error(message)
 
     # --- updating ----------------------------------------------------------------------------
 
@@ -378,13 +346,34 @@ class Updater:
                 self._note(f"update check crashed: {type(exc).__name__}: {exc}")
 
     def status(self) -> dict[str, Any]:
+        """The heartbeat's `model`: `rejected` lists the versions refused for good (as it
+        always did); `refusals` says why, for the latest few refused or still retried."""
         return {
             "version": self.current.entry.version if self.current else None,
             "sha256": self.current.entry.sha256 if self.current else None,
             "last_known_good": self.previous.entry.version if self.previous else None,
             "alias": self.config.alias,
             "last_check_at": self.last_check_at,
+            "last_error": self.last_error,
             "rejected": sorted(v for v, r in self.rejected.items() if r.get("final")),
+            "refusals": self.refusals(),
+        }
+
+    def refusals(self, latest: int = REFUSALS_REPORTED) -> dict[str, dict[str, Any]]:
+        """Why each of the `latest` refused versions was refused, newest first:
+        `{version: {reason, attempts, final, at}}` (`at`: None for a refusal recorded before
+        refusals had times)."""
+        with self._lock:
+            records = list(self.rejected.items())
+        records.sort(key=lambda item: item[1].get("at") or 0, reverse=True)
+        return {
+            version: {
+                "reason": record.get("reason"),
+                "attempts": record.get("attempts", 1),
+                "final": bool(record.get("final")),
+                "at": record.get("at"),
+            }
+            for version, record in records[:latest]
         }
 
 

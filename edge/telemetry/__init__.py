@@ -10,7 +10,7 @@ the network is there.
 from edge.telemetry.queue import TelemetryQueue, utc_iso
 from edge.telemetry.sinks import DEVICE_PREFIX, HttpSink, S3Sink, Sink, open_sink
 from edge.telemetry.uploader import Uploader, backoff_delay
-from edge.telemetry.wiring import Telemetry, open_telemetry
+from edge.telemetry.wiring import Telemetry, open_telemetry, telemetry_status
 
 __all__ = [
     "DEVICE_PREFIX",
@@ -23,5 +23,6 @@ __all__ = [
     "backoff_delay",
     "open_sink",
     "open_telemetry",
+    "telemetry_status",
     "utc_iso",
 ]

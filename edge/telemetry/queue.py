@@ -7,7 +7,9 @@ Why it cannot lose or duplicate anything:
   key) in the database before anything is sent; the rows are deleted only after the sink
   acknowledged. A crash in between re-sends the *same* rows under the *same* key, which the
   store overwrites with identical bytes, so retries are idempotent. Every event also
-  carries a unique `event_id` for consumers that want to check.
+  carries a unique `event_id` for consumers that want to check: random, or given by the
+  caller (a file's decision, `edge.decided.event_id`), in which case an event already queued
+  under that id is not queued twice.
 - The queue is bounded: beyond `max_events` the oldest unclaimed events are evicted, counted,
   logged, and reported upstream as an `evictions` event that is itself queued and uploaded.
 """
@@ -100,27 +102,37 @@ class TelemetryQueue:
 
     # --- writing -----------------------------------------------------------------------------
 
-    def record(self, event: dict[str, Any]) -> str:
-        """Queue one event (committed when this returns); returns its `event_id`."""
+    def record(self, event: dict[str, Any], *, event_id: str | None = None) -> str:
+        """Queue one event (committed when this returns); returns its `event_id`.
+
+        Args:
+            event: the event's fields.
+            event_id: a deterministic id (a decision sent again after a crash); an event
+                still queued under it is kept as it is, not queued twice. Default: random.
+        """
         body = {
-            "event_id": uuid.uuid4().hex,
+            "event_id": event_id or uuid.uuid4().hex,
             "kind": "decision",
             "at": utc_iso(),
             "device_id": self.device_id,
             **event,
         }
         with self._lock, self._tx():
-            self._insert(body)
-            self._evict_over_bound()
+            if self._insert(body):
+                self._evict_over_bound()
+            else:
+                log.debug("event %s is already queued; not queued again", body["event_id"])
         return body["event_id"]
 
-    def _insert(self, body: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO events (event_id, body) VALUES (?, ?)",
+    def _insert(self, body: dict[str, Any]) -> bool:
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO events (event_id, body) VALUES (?, ?)",
             (body["event_id"], json.dumps(body, separators=(",", ":"))),
-        )
-        self._bump("depth", 1)
-        self._bump("recorded", 1)
+        ).rowcount
+        if inserted:
+            self._bump("depth", 1)
+            self._bump("recorded", 1)
+        return bool(inserted)
 
     def _evict_over_bound(self) -> None:
         depth = self._counter("depth")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.telemetry.queue import TelemetryQueue
 from edge.telemetry.sinks import Sink, open_sink
@@ -64,3 +64,18 @@ def open_telemetry(
             backoff_max_s=config.backoff_max_s,
         )
     return Telemetry(queue=queue, uploader=uploader, sink=sink, error=error)
+
+
+def telemetry_status(
+    queue: TelemetryQueue | None, uploader: Uploader | None, error: str | None, not_recorded: int
+) -> dict[str, Any]:
+    """The heartbeat's `telemetry`: the queue's counters and the uploader's state, or why
+    there is no queue and how many decisions went unrecorded."""
+    if queue is None:
+        return {"error": error, "not_recorded": not_recorded}
+    status = queue.stats()
+    if uploader is not None:
+        status["upload_failures"] = uploader.failures
+        status["last_upload_at"] = uploader.last_upload_at
+        status["last_upload_error"] = uploader.last_error
+    return status

@@ -464,7 +464,7 @@ def test_a_failing_actuator_or_telemetry_never_stops_the_bin(tmp_path, edge_regi
     recorder = Recorder()
     runner.actuators[:] = [Broken(), recorder]
 
-    def full_disk(event):
+    def full_disk(event, **_):
         raise sqlite3.OperationalError("database or disk is full")
 
     runner.queue.record = full_disk
@@ -570,3 +570,13 @@ def test_the_systemd_unit_honours_the_configured_state_dir(tmp_path, monkeypatch
     assert load_config(args.config, **_overrides(args)).state_dir == tmp_path / "from-yaml"
     monkeypatch.setenv("WASTESORT_EDGE_STATE_DIR", str(tmp_path / "from-env"))
     assert load_config(args.config, **_overrides(args)).state_dir == tmp_path / "from-env"
+
+
+def test_an_interrupted_heartbeat_write_is_cleaned_at_start(tmp_path, edge_registry):
+    state = tmp_path / "state"
+    state.mkdir()
+    stale = state / ".health.json.k3j2l1.tmp"  # write_atomic's temp name, left by a kill
+    stale.write_text("{")
+    build_runner(edge_config(tmp_path, edge_registry, actuators=[]), once=True).shutdown()
+    assert not stale.exists()
+    assert (state / "health.json").exists()

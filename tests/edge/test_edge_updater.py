@@ -189,7 +189,7 @@ def test_a_model_failing_at_run_time_is_rolled_back(tmp_path, edge_registry, tin
 
     runner.classifier.predict_arrays = broken  # the new model dies on real frames
     for i in range(config.model.rollback_after_errors):
-        runner._handle(Frame(name=f"f{i}", data=sample_bytes("glass"), item=i + 1))
+        runner.handle(Frame(name=f"f{i}", data=sample_bytes("glass"), item=i + 1))
     assert runner.classifier.version == "v1"
     assert updater.status()["version"] == "v1"
     assert "v2" in updater.status()["rejected"]
@@ -471,3 +471,95 @@ def test_an_older_edge_tpu_install_without_its_cpu_build(tmp_path, tiny_models, 
     reinstalled = online.check()
     assert reinstalled is not None and reinstalled.version == "v2"
     assert reinstalled._content == (tiny_models / "tiny_int8.tflite").read_bytes()  # the CPU build
+
+
+STALLING_UPDATE = """
+import os, sys, time
+from edge.config import ModelConfig
+from edge.updater import Updater
+real_fsync = os.fsync
+
+def stall(fd):  # the model's write into models/ never finishes: the power cut comes first
+    path = os.readlink(f"/proc/self/fd/{fd}")
+    if "/models/." in path and ".tflite." in path:
+        print("writing", flush=True)
+        time.sleep(600)
+    real_fsync(fd)
+
+os.fsync = stall
+updater = Updater(ModelConfig(registry=sys.argv[1], num_threads=1), sys.argv[2])
+print("serving", updater.start().version, flush=True)
+updater.check()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux, as a Pi)")
+def test_an_interrupted_model_write_is_cleaned_at_start(tmp_path, edge_registry, tiny_models):
+    """Killed while writing the verified model into models/: its temp file (as big as the
+    model) is removed at the next start, though nothing is installed then."""
+    state = tmp_path / "state"
+    assert make_updater(state, edge_registry.uri).start().version == "v1"
+    release(edge_registry, tiny_models, "v2")
+    process = subprocess.Popen(
+        [sys.executable, "-c", STALLING_UPDATE, edge_registry.uri, str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline() == "serving v1\n"
+        assert process.stdout.readline() == "writing\n", process.stderr.read()
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=EDGE_TIMEOUT)
+    finally:
+        process.kill()
+    stale = list((state / "models").glob(".*.tflite.*.tmp"))
+    assert stale and stale[0].stat().st_size > 0  # write_atomic's `.<name>.<random>.tmp`
+
+    offline = make_updater(state, str(tmp_path / "no-such-registry"))
+    assert offline.start().version == "v1"  # from disk: no install, no state.json written
+    assert not list((state / "models").glob(".*.tmp"))
+    assert len(list((state / "models").glob("*.tflite"))) == 1
+
+
+def test_the_heartbeat_says_why_an_update_was_refused(tmp_path, edge_registry, tiny_models):
+    from edge.runner import build_runner
+    from tests.edge.test_edge_runner import edge_config
+
+    config = edge_config(tmp_path, edge_registry, actuators=[])
+    runner = build_runner(config, once=True)
+    updater = runner.updater
+    release(edge_registry, tiny_models, "v2", wrong_golden=True)
+    assert updater.check() is None
+    beat = runner.beat()
+    assert beat["model"]["rejected"] == ["v2"]  # the list health consumers read, as before
+    refusal = beat["model"]["refusals"]["v2"]
+    assert "golden image" in refusal["reason"]
+    assert (refusal["attempts"], refusal["final"]) == (1, True)
+    assert isinstance(refusal["at"], float)
+    assert "refused model v2" in beat["last_error"]  # was None
+    assert "refused model v2" in beat["model"]["last_error"]
+
+    # An integrity failure is retried: not yet in `rejected`, but its reason is reported.
+    release(edge_registry, tiny_models, "v3")
+
+    def lie(manifest: Manifest) -> None:
+        manifest.versions["v3"].artifact.sha256 = "0" * 64
+
+    edit_manifest(edge_registry, lie)
+    for _ in range(2):
+        assert updater.check() is None
+    beat = runner.beat()
+    assert beat["model"]["rejected"] == ["v2"]
+    assert list(beat["model"]["refusals"]) == ["v3", "v2"]  # newest first
+    v3 = beat["model"]["refusals"]["v3"]
+    assert (v3["attempts"], v3["final"]) == (2, False)
+    assert "sha256" in v3["reason"]
+    runner.shutdown()
+
+    # The reasons survive a restart (state.json), and stay few.
+    restarted = make_updater(tmp_path / "state", edge_registry.uri)
+    assert restarted.status()["refusals"]["v2"]["reason"] == refusal["reason"]
+    restarted.rejected.update({f"old{i}": {"attempts": 1, "final": True} for i in range(9)})
+    assert len(restarted.status()["refusals"]) == 5
