@@ -8,6 +8,8 @@
    (a moto server on loopback), fresh cache: the API from the venv and from the pruned
    package, the same handler on TensorFlow's `tf.lite`, and the Keras baseline's handler.
 3. Package size unzipped: pruned vs unpruned vs the same package built on TensorFlow.
+4. Overload (`bench.overload`): 1/8/32/64 clients, with and without the limit in flight.
+5. Memory (`bench.memory`): peak RSS for one 39.7 MP RGBA PNG, today's code and the code before.
 
     python -m bench.serving [--model URI --keras PATH] [--quick]
 
@@ -83,27 +85,31 @@ def ensure_standin() -> tuple[str, Path]:
     return str(out / "registry"), out / "model.keras"
 
 
+def save_part(name: str, value: Any) -> None:
+    """Write one part of the results into bench/results/serving.json, keeping the others (for
+    the parts that also run alone: `python -m bench.overload`, `python -m bench.memory`)."""
+    path = RESULTS / "serving.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result[name] = value
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {path} ({name})")
+
+
 # --- 1. HTTP under load ----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def server(app: str, env: dict[str, str]) -> Iterator[int]:
-    """uvicorn serving `app` (its app arguments, e.g. `--factory module:create_app`) on a free
-    loopback port, one process; yields the port."""
+def server(app: str | None, env: dict[str, str]) -> Iterator[int]:
+    """One server process on a free loopback port: the API through its launcher
+    (`python -m functions.api.server`, as `make serve` runs it) when `app` is None, else uvicorn
+    serving `app` (e.g. `bench.keras_baseline_app:app`); yields the port."""
     port = free_port()
-    command = [
-        PY,
-        "-m",
-        "uvicorn",
-        *app.split(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    if app is None:
+        command = [PY, "-m", "functions.api.server"]  # loopback by default
+    else:
+        command = [PY, "-m", "uvicorn", *app.split(), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -184,14 +190,17 @@ def http_bench(
     model_uri: str, keras_path: Path, body: bytes, *, reps: int, seconds: float
 ) -> dict[str, Any]:
     cache = tempfile.mkdtemp(prefix="bench-serving-")
-    targets: dict[str, tuple[str, dict[str, str]]] = {
+    targets: dict[str, tuple[str | None, dict[str, str]]] = {
         name: (
-            "--factory functions.api.app:create_app",  # as `make serve` runs it
+            None,  # the API's launcher, as `make serve` runs it
             {
                 "MODEL_URI": model_uri,
                 "WASTESORT_CACHE_DIR": cache,
                 "API_POOL_SIZE": str(pool),
                 "API_NUM_THREADS": str(threads),
+                # The interpreters alone, every request queued as before the limit in flight
+                # (so all answers are 200); bench.overload measures the limit.
+                "API_MAX_IN_FLIGHT": "0",
             },
         )
         for name, (pool, threads) in POOLS.items()
@@ -511,7 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keras", type=Path, help="the same model as .keras (with --model)")
     parser.add_argument("--quick", action="store_true", help="1 repetition, 3 s per cell")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each HTTP cell")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["http", "cold", "package"])
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["http", "cold", "package", "overload", "memory"],
+    )
     args = parser.parse_args(argv or [])
     if bool(args.model) != bool(args.keras):
         parser.error("--model and --keras go together (the same model in both forms)")
@@ -546,6 +560,18 @@ def main(argv: list[str] | None = None) -> int:
     if "http" not in args.skip:
         print("HTTP under load ...", flush=True)
         result["http"] = http_bench(model_uri, keras_path, body, reps=reps, seconds=seconds)
+    if "overload" not in args.skip:
+        print("overload, with and without the limit in flight ...", flush=True)
+        from bench import overload
+
+        result["overload"] = overload.run(
+            model_uri, body, reps=reps, seconds=3.0 if args.quick else 5.0
+        )
+    if "memory" not in args.skip:
+        print("peak memory of one big PNG ...", flush=True)
+        from bench import memory
+
+        result["memory"] = memory.measure()
     RESULTS.mkdir(parents=True, exist_ok=True)
     previous = RESULTS / "serving.json"
     if args.skip and previous.exists():  # a partial run keeps the other parts' last results
@@ -554,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     if {"http", "cold_start"} <= set(result):
         print()
         print(table(result))
+    from bench import memory, overload
+
+    for part, module in (("overload", overload), ("memory", memory)):
+        if part in result:
+            print()
+            print(module.table(result[part]))
     print(f"\nwrote {RESULTS / 'serving.json'}")
     return 0
 

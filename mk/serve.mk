@@ -10,8 +10,8 @@ PYTHON312 ?= $(or $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/d
 	$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)))
 .PHONY: serve package bench-serving
 
-serve: $(SERVE_STAMP)  ## serve the API on the bundled model (uvicorn, /docs; MODEL_URI, HOST, PORT)
-	$(PY) -m uvicorn --factory functions.api.app:create_app --host $(HOST) --port $(PORT)
+serve: $(SERVE_STAMP)  ## serve the API on the bundled model (functions.api.server, /docs; MODEL_URI, HOST, PORT)
+	$(PY) -m functions.api.server --host $(HOST) --port $(PORT)
 
 package: $(STAMP)  ## build the Lambda package build/lambda/api-arm64.zip without Docker (ARCH=x86_64 too)
 	$(PY) -m tools.lambda_zip --arch $(ARCH) $(if $(PYTHON312),--compile-with $(PYTHON312))

@@ -21,19 +21,19 @@ from functions.api.fetch import Fetcher
 from functions.api.inputs import CheckedImage, parse_batch, parse_single
 from functions.api.middleware import add_middleware
 from functions.api.model import ModelState
-from functions.api.problems import Problem, add_error_handlers, responses
+from functions.api.problems import Problem, add_error_handlers
 from functions.api.schemas import (
-    BATCH_EXAMPLE,
     HEALTH_EXAMPLE,
-    IMAGE_PROBLEMS,
     INFO_EXAMPLE,
-    PREDICTION_EXAMPLE,
     BatchItem,
     BatchResponse,
     HealthResponse,
+    ModelCard,
     PredictResponse,
-    ok,
+    batch_answers,
+    predict_answers,
     request_body,
+    status_answers,
 )
 from functions.api.settings import Settings
 from wastesort import Classifier, __version__
@@ -114,8 +114,10 @@ def _add_predict(app: FastAPI, state: ModelState, settings: Settings, fetcher: F
         "/predict",
         response_model=PredictResponse,
         summary="Classify one image",
-        responses=ok(PREDICTION_EXAMPLE) | responses(*IMAGE_PROBLEMS),
-        openapi_extra=request_body(batch=False, batch_max=settings.batch_max),
+        responses=predict_answers(url_input=fetcher.enabled),
+        openapi_extra=request_body(
+            batch=False, batch_max=settings.batch_max, url_input=fetcher.enabled
+        ),
     )
     async def predict(request: Request) -> PredictResponse:
         start = time.perf_counter()
@@ -154,15 +156,10 @@ def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fet
         "/predict/batch",
         response_model=BatchResponse,
         summary="Classify several images; each bad one gets its own problem",
-        responses=ok(BATCH_EXAMPLE)
-        | responses(
-            ("too-many-images", f"at most {settings.batch_max} images"),
-            ("payload-too-large", f"the body is over {settings.max_body_bytes:,} bytes"),
-            ("unsupported-media-type", "a batch is multipart (`files`) or JSON (`images`)"),
-            ("validation-error", "the JSON body is not valid"),
-            ("model-unavailable", "the model is still loading"),
+        responses=batch_answers(url_input=fetcher.enabled),
+        openapi_extra=request_body(
+            batch=True, batch_max=settings.batch_max, url_input=fetcher.enabled
         ),
-        openapi_extra=request_body(batch=True, batch_max=settings.batch_max),
     )
     async def predict_batch(request: Request) -> BatchResponse:
         start = time.perf_counter()
@@ -235,8 +232,7 @@ def _add_status(app: FastAPI, state: ModelState) -> None:
         "/health",
         response_model=HealthResponse,
         summary="Liveness and readiness: 200 once the model is loaded, else 503 with why",
-        responses=ok(HEALTH_EXAMPLE)
-        | responses(("model-unavailable", "s3://models/prod@v3: not found")),
+        responses=status_answers(HEALTH_EXAMPLE),
     )
     async def health() -> dict[str, Any]:
         await ready()
@@ -244,15 +240,12 @@ def _add_status(app: FastAPI, state: ModelState) -> None:
 
     @app.get(
         "/model/info",
-        summary="The serving version's manifest entry",
-        responses=ok(INFO_EXAMPLE) | responses(("model-unavailable", "the model is still loading")),
+        response_model=ModelCard,
+        summary="The serving model's card: version, labels, input, metrics, thresholds, runtime",
+        responses=status_answers(INFO_EXAMPLE),
     )
-    async def model_info() -> dict[str, Any]:
-        clf = await ready()
-        entry = clf.entry.model_dump(mode="json", exclude={"signature"})
-        entry["sha256"] = clf.entry.sha256
-        entry["runtime"] = clf.runtime.to_dict()
-        return entry
+    async def model_info() -> ModelCard:
+        return ModelCard.of(await ready())
 
 
 __all__ = ["create_app"]

@@ -110,14 +110,23 @@ class Fetcher:
     def enabled(self) -> bool:
         return bool(self.allowlist)
 
+    def require_enabled(self) -> None:
+        """Refuse at once where no host is allow-listed (the OpenAPI schema then has no
+        `image_url` at all).
+
+        Raises:
+            Problem: url-input-disabled.
+        """
+        if not self.enabled:
+            raise Problem("url-input-disabled", "this deployment does not fetch image URLs")
+
     async def fetch(self, url: str) -> Fetched:
         """The image bytes at `url`.
 
         Raises:
             Problem: url-input-disabled, url-not-allowed, url-fetch-failed, payload-too-large.
         """
-        if not self.enabled:
-            raise Problem("url-input-disabled", "this deployment does not fetch image URLs")
+        self.require_enabled()
         try:
             async with asyncio.timeout(self.total_timeout):
                 return await self._follow(url)

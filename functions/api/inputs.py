@@ -13,10 +13,18 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from annotated_types import Ge
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -32,33 +40,55 @@ UNTYPED = ("application/octet-stream", "binary/octet-stream")
 """Declared by clients that do not know (curl without `;type=`, S3 defaults): sniff only."""
 
 
-# --- the JSON bodies (also the OpenAPI schema) -----------------------------------------------
+# --- the JSON bodies (their fields are the OpenAPI schema's; schemas.py shapes the oneOf) ----
+
+IMAGE_KINDS = ("image_base64", "image_url")
+"""The keys that carry an image in JSON; a body (or batch item) has exactly one of them."""
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON integer as JSON Schema counts them (`3` or `3.0`), never `true` or `"3"`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+TopK = Annotated[int, Ge(1), BeforeValidator(_json_integer)]
+TOP_K_DESCRIPTION = "keep the K best classes (default: all)"
 
 
 class ImageRef(BaseModel):
-    """One image, inline as base64 (a `data:` URL is fine) or by an https URL."""
+    """One image, inline as base64 (a `data:` URL is fine) or by an https URL: exactly one of
+    the two keys, its value a string (the OpenAPI schema says the same with a `oneOf`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    image_base64: str | None = Field(default=None, description="the encoded image, base64")
-    image_url: str | None = Field(default=None, description="https URL on the allow-list")
+    image_base64: str | None = Field(
+        default=None,
+        description="the image, base64 (standard or URL-safe, wrapped lines and "
+        "`data:image/...;base64,` URLs are fine)",
+    )
+    image_url: str | None = Field(
+        default=None, description="an https URL on this deployment's allow-list"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageRef:
-        if (self.image_base64 is None) == (self.image_url is None):
-            raise ValueError("give exactly one of image_base64 and image_url")
+        given = [kind for kind in IMAGE_KINDS if kind in self.model_fields_set]
+        if len(given) != 1 or getattr(self, given[0]) is None:
+            raise ValueError("give exactly one of image_base64 and image_url, as a string")
         return self
 
 
 class PredictRequest(ImageRef):
-    top_k: int | None = Field(default=None, ge=1, description="keep the K best classes")
+    top_k: TopK | None = Field(default=None, description=TOP_K_DESCRIPTION)
 
 
 class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     images: list[ImageRef] = Field(min_length=1)
-    top_k: int | None = Field(default=None, ge=1)
+    top_k: TopK | None = Field(default=None, description=TOP_K_DESCRIPTION)
 
 
 # --- one image, before the core sees it ------------------------------------------------------
@@ -200,11 +230,14 @@ def _json(body: bytes) -> Any:
 
 
 def _top_k(value: Any) -> int | None:
-    if value in (None, ""):
+    """`top_k` from a query string or a form field: absent is None; anything but a positive
+    decimal integer, the empty string included, is refused (the schema says `integer >= 1`)."""
+    if value is None:
         return None
+    text = value if isinstance(value, str) else ""  # a file in the `top_k` field is not one
     try:
-        top_k = int(value)
-    except (TypeError, ValueError):
+        top_k = int(text) if text.isascii() and text.isdigit() else 0
+    except ValueError:  # more digits than int() reads
         top_k = 0
     if top_k < 1:
         raise Problem("validation-error", "top_k must be a positive integer")
@@ -222,10 +255,10 @@ async def _form(request: Request, max_files: int) -> Any:
 
 
 async def _upload(item: Any, field: str) -> _Candidate:
+    """An uploaded file, not yet checked. A text part where a file belongs is the request's
+    shape, not an image's content: the whole request is refused (422), even in a batch."""
     if not isinstance(item, UploadFile):
-        return _Candidate(
-            problem=Problem("validation-error", f"multipart field {field!r} must be a file")
-        )
+        raise Problem("validation-error", f"multipart field {field!r} must be a file, not text")
     data = await item.read()
     return _Candidate(data, item.headers.get("content-type"), item.filename or field)
 
@@ -322,6 +355,8 @@ async def parse_batch(
         parsed = BatchRequest.model_validate(raw)
     except ValidationError as exc:
         raise Problem.from_validation(exc) from None
+    if any(ref.image_url is not None for ref in parsed.images):
+        fetcher.require_enabled()  # a deployment without URL input refuses the whole batch
     images = await asyncio.gather(
         *(_from_ref(ref, fetcher, i) for i, ref in enumerate(parsed.images))
     )

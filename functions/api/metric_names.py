@@ -23,3 +23,8 @@ METRIC_ERRORS = "PredictionErrors"
 METRIC_BY_CLASS = "PredictionsByClass"
 METRIC_REJECTED = "RejectedInputs"
 """Inputs refused with a 4xx problem: the caller's fault, not the model's."""
+METRIC_SHED = "ShedRequests"
+"""Predictions refused with 503 `overloaded` because the limit in flight was full: load, not a
+failure (no alarm rolls back on it)."""
+METRIC_CLIENT_ABORTS = "ClientAborts"
+"""Requests whose client went away before the body arrived: the caller's doing, not a failure."""

@@ -1,5 +1,6 @@
-"""ASGI middleware: request ids, the stage prefix behind API Gateway, CORS, and the last line of
-defence that turns anything unexpected into a 500 problem.
+"""ASGI middleware: request ids, the stage prefix behind API Gateway, CORS, the limits
+(`functions.api.limits`: a body deadline, predictions in flight), and the last line of defence
+that turns anything unexpected into a 500 problem, and a client gone mid-upload into nothing.
 
 Plain ASGI rather than `BaseHTTPMiddleware`, so responses stream through untouched and the
 request id is in the scope before any route or exception handler runs.
@@ -12,9 +13,11 @@ import uuid
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.api import observability as obs
+from functions.api.limits import add_limits
 from functions.api.model import ModelState
 from functions.api.problems import Problem, problem_response
 from functions.api.settings import Settings
@@ -23,8 +26,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:=+/-]{1,128}$")
 
 
 def add_middleware(app: FastAPI, state: ModelState, settings: Settings) -> None:
-    """The request context on every app; CORS only where `settings.cors_origins` names origins,
-    added last so it wraps the context and answers preflights before it."""
+    """The request context on every app, around the limits (added first, so they run inside
+    it: their problems carry the request id); CORS only where `settings.cors_origins` names
+    origins, added last so it wraps the context and answers preflights before it."""
+    add_limits(app, state, settings)
     app.add_middleware(RequestContext, state=state)
     if settings.cors_origins:
         app.add_middleware(
@@ -66,7 +71,9 @@ class RequestContext:
     """Gives every request an id (API Gateway's, Lambda's, the caller's X-Request-Id, or a
     new one), echoes it as X-Request-Id, sets the root path behind an API Gateway stage, and
     turns anything unexpected into a 500 problem with no traceback in the body (the traceback
-    goes to the log, with the id)."""
+    goes to the log, with the id). A client that disconnects before its body arrived is not
+    an error of ours: one INFO line (status 499, as nginx logs it), `ClientAborts`, no answer
+    (there is no one to answer)."""
 
     def __init__(self, app: ASGIApp, state: ModelState) -> None:
         self.app = app
@@ -95,6 +102,12 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            obs.logger.info(
+                "client aborted",
+                extra={"request_id": request_id, "path": scope.get("path"), "status": 499},
+            )
+            obs.record_client_abort(self.state.version)
         except Exception:
             obs.logger.exception(
                 "unhandled error",

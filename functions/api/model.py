@@ -1,10 +1,17 @@
 """The served model's lifecycle: load once (at init on Lambda, at startup under uvicorn),
-report why when it cannot, and try again now and then instead of crash-looping."""
+report why when it cannot, and try again now and then instead of crash-looping.
+
+Why a load failed is told twice: in full in the log (with credentials in any URL redacted),
+and to callers as what failed, without where: `MODEL_URI` names buckets, hosts and paths, and a
+URL in it may carry a password (`https://user:secret@host/...`).
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+import traceback
 from typing import Any
 
 from functions.api.observability import logger, subsegment
@@ -13,6 +20,32 @@ from functions.api.settings import Settings
 from wastesort import Classifier
 from wastesort.classifier import split_ref
 from wastesort.errors import WastesortError
+
+_USERINFO = re.compile(r"(?<=://)[^/\s]*@")
+
+LOAD_FAILURES = {  # the core's error code -> what failed, in words that name no location
+    "not_found": "the model file or its registry was not found",
+    "registry_error": "the model registry could not be read",
+    "manifest_invalid": "the registry's manifest is not valid",
+    "unsupported_schema": "the registry's manifest has a schema version this server cannot read",
+    "unknown_version": "the registry has no such version or alias",
+    "integrity_error": "the model file does not match its expected sha256",
+    "bad_signature": "the model's signature does not verify",
+    "no_runtime": "no TFLite runtime is installed",
+    "bad_setting": "a runtime setting is not valid",
+    "warmup_failed": "the model loaded but failed its first run",
+}
+
+
+def redact(text: str) -> str:
+    """`text` with the user and password of every URL in it replaced by `***`."""
+    return _USERINFO.sub("***@", text)
+
+
+def load_failure(code: str) -> str:
+    """What callers are told when the model did not load: what failed, never where."""
+    what = LOAD_FAILURES.get(code, "the model could not be loaded")
+    return f"the model is not loaded: {what} (the server log has the details)"
 
 
 class ModelState:
@@ -27,6 +60,7 @@ class ModelState:
         self.settings = settings
         self.classifier = classifier
         self.error: str | None = None
+        """Why the last load failed, in full but redacted: for the log only."""
         self.error_code: str | None = None
         self.load_ms: float | None = None
         self.warmup_ms: float | None = None
@@ -66,23 +100,35 @@ class ModelState:
                         max_pixels=self.settings.max_pixels,
                     )
             except WastesortError as exc:
-                self.error, self.error_code = exc.message, exc.code
+                self.error, self.error_code = redact(exc.message), exc.code
             except Exception as exc:  # a broken registry must not crash-loop the function
-                self.error, self.error_code = f"{type(exc).__name__}: {exc}", "load_failed"
-                logger.exception("model load failed unexpectedly")
+                self.error = redact(f"{type(exc).__name__}: {exc}")
+                self.error_code = "load_failed"
+                logger.error(
+                    "model load failed unexpectedly",
+                    extra={"traceback": redact("".join(traceback.format_exception(exc)))},
+                )
             self.load_ms = round((time.perf_counter() - start) * 1000, 1)
             if self.classifier is None:
                 logger.error(
                     "model not loaded",
-                    extra={"reason": self.error, "code": self.error_code, "load_ms": self.load_ms},
+                    extra={
+                        "model_uri": redact(self.settings.model_uri),
+                        "reason": self.error,
+                        "code": self.error_code,
+                        "load_ms": self.load_ms,
+                    },
                 )
                 return False
             try:
                 self._warm_up()
             except Exception as exc:  # a model that loads but cannot run is not served
                 self.classifier = None
-                self.error, self.error_code = f"warm-up failed: {exc}", "load_failed"
-                logger.exception("model warm-up failed")
+                self.error, self.error_code = redact(f"warm-up failed: {exc}"), "warmup_failed"
+                logger.error(
+                    "model warm-up failed",
+                    extra={"traceback": redact("".join(traceback.format_exception(exc)))},
+                )
                 return False
             self.error = self.error_code = None
             logger.info(
@@ -110,13 +156,11 @@ class ModelState:
         return time.monotonic() - self._attempted >= self.settings.model_retry_s
 
     def require(self) -> Classifier:
-        """The classifier, or a 503 problem saying why there is none."""
+        """The classifier, or a 503 problem saying what failed (not where: see the module)."""
         if self.classifier is None:
-            raise Problem(
-                "model-unavailable",
-                self.error or "the model is still loading",
-                code=self.error_code or "loading",
-            )
+            if self.error_code is None:
+                raise Problem("model-unavailable", "the model is still loading", code="loading")
+            raise Problem("model-unavailable", load_failure(self.error_code), code=self.error_code)
         return self.classifier
 
     def health(self) -> dict[str, Any]:

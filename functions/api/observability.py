@@ -6,7 +6,8 @@
 - Metrics: CloudWatch EMF lines (namespace `Wastesort`, dimensions `service` and
   `model_version`), one per request, so a canary's version is comparable with production.
   `PredictionErrors` counts only failures on accepted images (the canary alarm rolls back on
-  one); rejected inputs are `RejectedInputs` by `error_type`.
+  one); rejected inputs are `RejectedInputs` by `error_type`; predictions shed under load
+  (`ShedRequests`) and clients gone mid-upload (`ClientAborts`) are counted apart, never as errors.
 - Traces: X-Ray through Powertools' Tracer, only on Lambda and unless POWERTOOLS_TRACE_DISABLED.
 """
 
@@ -34,10 +35,12 @@ from functions.api.metric_names import (
     DIM_ERROR_TYPE,
     DIM_MODEL_VERSION,
     METRIC_BY_CLASS,
+    METRIC_CLIENT_ABORTS,
     METRIC_ERRORS,
     METRIC_LATENCY,
     METRIC_PREDICTIONS,
     METRIC_REJECTED,
+    METRIC_SHED,
     METRIC_UNCERTAIN,
     METRICS_NAMESPACE,
     SERVICE_NAME,
@@ -114,6 +117,16 @@ def record_failure(version: str, error_type: str) -> None:
         [(METRIC_ERRORS, MetricUnit.Count.value, 1)],
         {DIM_MODEL_VERSION: version, DIM_ERROR_TYPE: error_type},
     )
+
+
+def record_shed(version: str, count: int = 1) -> None:
+    """Predictions refused with 503 `overloaded`: the server was full, nothing failed."""
+    _emit([(METRIC_SHED, MetricUnit.Count.value, count)], {DIM_MODEL_VERSION: version})
+
+
+def record_client_abort(version: str) -> None:
+    """A client that went away before its body arrived: not the service's failure."""
+    _emit([(METRIC_CLIENT_ABORTS, MetricUnit.Count.value, 1)], {DIM_MODEL_VERSION: version})
 
 
 # --- tracing ---------------------------------------------------------------------------------

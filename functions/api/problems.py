@@ -57,8 +57,10 @@ KINDS: dict[str, Kind] = {
     "too-many-images": Kind(422, "Too many images in one request"),
     "not-found": Kind(404, "Not found"),
     "method-not-allowed": Kind(405, "Method not allowed"),
+    "request-timeout": Kind(408, "The request body did not arrive in time"),
     # the server
     "model-unavailable": Kind(503, "The model is not loaded"),
+    "overloaded": Kind(503, "The server is busy; retry after the Retry-After seconds"),
     "internal-error": Kind(500, "Internal server error"),
 }
 

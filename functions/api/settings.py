@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     """Interpreters built at most. 1 measured best under load here (bench/serving.py)."""
     model_retry_s: float = Field(default=30.0, ge=0)
     """After a failed load, try again on a request at most this often (no crash loop)."""
+    max_in_flight: int | None = Field(default=None, ge=0)
+    """Predictions running at once; None: `pool_size` (one per interpreter); 0: no limit (the
+    behaviour before the limit, the benchmark's baseline). See functions/api/limits.py."""
+    max_queue: int = Field(default=4, ge=0)
+    """Predictions admitted beyond `max_in_flight` to wait; the rest are shed with 503."""
+    body_timeout_s: float = Field(default=15.0, gt=0)
+    """The whole request body must arrive within this many seconds, else 408."""
 
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
     batch_max: int = Field(default=16, ge=1, le=256)

@@ -82,7 +82,8 @@ def test_32_parallel_requests_equal_serial(
     api_registry, sample_images: list[bytes], png: bytes, webp: bytes, pool_size: int
 ):
     clf = Classifier.load(api_registry, cache_dir=api_registry.parent / "c", pool_size=pool_size)
-    app = create_app(make_settings(), classifier=clf, load_on_startup=False)
+    # All 32 admitted at once (the limit in flight would shed most: test_api_overload.py).
+    app = create_app(make_settings(max_queue=32), classifier=clf, load_on_startup=False)
     images = [*sample_images, png, webp] * 2
     images = images[:32]
     assert len(images) == 32

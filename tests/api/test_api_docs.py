@@ -1,6 +1,6 @@
 """docs/api.md cannot rot: its curl lines, the Python and JavaScript client files run against
-the app served by uvicorn on loopback, and every problem type and setting it must list is
-listed."""
+the app served on loopback by the launcher `make serve` runs, and every problem type and
+setting it must list is listed."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
+from functions.api import server as launcher
 from functions.api.app import create_app
 from functions.api.problems import KINDS, type_uri
 from functions.api.settings import Settings
@@ -32,21 +30,12 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 @pytest.fixture(scope="module")
 def live_url(api_registry: Path) -> Iterator[str]:
-    """The app under uvicorn on 127.0.0.1, loading the model in its lifespan like `make serve`."""
+    """The app on 127.0.0.1 through the launcher `make serve` runs (functions.api.server),
+    loading the model in its lifespan."""
     settings = make_settings(model_uri=str(api_registry))
     app = create_app(settings)  # load_on_startup: the lifespan loads MODEL_URI
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with launcher.serving(app) as url:
+        yield url
 
 
 def load_module(path: Path):

@@ -262,6 +262,74 @@ def test_bad_input_is_a_4xx_problem(client: TestClient, make_request, status, ki
     assert_problem(make_request(client, images), status, kind)
 
 
+# --- images the core refuses, said in the API's words (issue 31, defect 8) ---------------------
+
+
+def png_header(data: bytes, width: int, height: int, *, fix_crc: bool = True) -> bytes:
+    """A PNG whose IHDR claims width x height (its CRC recomputed unless `fix_crc` is off)."""
+    import struct
+    import zlib
+
+    patched = bytearray(data)
+    struct.pack_into(">II", patched, 16, width, height)
+    crc = zlib.crc32(bytes(patched[12:29])) if fix_crc else 0xDEADBEEF
+    struct.pack_into(">I", patched, 29, crc)
+    return bytes(patched)
+
+
+def small(fmt: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "orange").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_png_with_a_bad_header_crc_is_corrupt_not_another_format(client: TestClient):
+    """It is a PNG, so `not-an-image` (with Pillow's "BMP or GIF expected") was wrong."""
+    bad = png_header(small("PNG"), 64, 48, fix_crc=False)
+    for response in (
+        client.post("/predict", content=bad, headers={"content-type": "image/png"}),
+        client.post("/predict", files={"file": ("a.png", bad, "image/png")}),
+    ):
+        body = assert_problem(response, 400, "corrupt-image")
+        assert "PNG" in body["detail"] and "GIF" not in body["detail"]
+        assert "BMP" not in body["detail"]
+
+
+def test_jpeg_claiming_6000x6000_without_the_data_is_refused(client: TestClient):
+    import struct
+
+    data = bytearray(small("JPEG"))
+    struct.pack_into(">HH", data, data.find(b"\xff\xc0") + 5, 6000, 6000)
+    response = client.post("/predict", content=bytes(data), headers={"content-type": "image/jpeg"})
+    body = assert_problem(response, 400, "corrupt-image")
+    assert "truncated" in body["detail"]
+    batch = client.post("/predict/batch", files=[("files", ("a.jpg", bytes(data), "image/jpeg"))])
+    assert batch.json()["results"][0]["problem"]["type"] == PROBLEM_BASE + "corrupt-image"
+
+
+@pytest.mark.parametrize(
+    ("max_pixels", "width", "height"),
+    [
+        (1_000_000, 2000, 1000),  # over API_MAX_PIXELS, under Pillow's own limit
+        (None, 20_000, 10_000),  # over Pillow's "decompression bomb" limit (178,956,970) too
+    ],
+)
+def test_the_pixel_limit_is_the_apis_own_in_its_own_words(
+    make_client, api_registry, max_pixels: int | None, width: int, height: int
+):
+    limit = max_pixels or Settings(model_uri="unused").max_pixels
+    client = make_client(classifier_=None, model_uri=str(api_registry), max_pixels=limit)
+    image = png_header(small("PNG"), width, height)
+    response = client.post("/predict", content=image, headers={"content-type": "image/png"})
+    body = assert_problem(response, 400, "too-many-pixels")
+    assert f"the limit is {limit:,}" in body["detail"]
+    assert "bomb" not in body["detail"].lower() and "178956970" not in body["detail"]
+
+
 def test_validation_problem_is_one_line_without_the_body(client: TestClient):
     """The detail is worded by `wastesort.validation` (one line, no values: they are the
     caller's request); `errors` keeps its machine-readable shape."""
@@ -330,11 +398,76 @@ def test_health_and_model_info(client: TestClient, classifier: Classifier):
     assert body["runtime"]["name"] == "ai-edge-litert"
     assert body["uptime_s"] >= 0
     info = client.get("/model/info").json()
-    assert info["labels"] == classifier.labels
+    assert info["version"] == "tiny-1" and info["labels"] == classifier.labels
     assert info["input"]["height"] == 48 and info["input"]["width"] == 64
     assert info["sha256"] == classifier.entry.sha256
     assert info["metrics"] == {"accuracy": 0.5}
     assert info["created_at"] and info["uncertain_threshold"] == 0.5
+    assert info["temperature"] == 1.0 and info["runtime"] == body["runtime"]
+
+
+def test_model_info_is_a_card_not_the_manifest_entry(make_client, tmp_path, tiny_int8):
+    """Callers get what they need to use the answers; the training config (data paths, cache
+    dir), the MLflow run, the golden images and their scores stay with the registry CLI."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, sample_bytes, tiny_fields
+    from wastesort.registry import GoldenSample, Registry
+
+    root = tmp_path / "registry"
+    private = {
+        "data": {"root": "/srv/private/trashnet-raw"},
+        "cache_dir": "/home/trainer/.cache/keras-private",
+    }
+    Registry.from_uri(root, cache_dir=tmp_path / "cache").publish(
+        tiny_int8,
+        version="card-1",
+        golden=[GoldenSample("glass.jpg", sample_bytes("glass"), "glass")],
+        mlflow_run_id="f00dfeedcafe4242",
+        dataset_fingerprint="d" * 64,
+        source_config=private,
+        **tiny_fields(uncertain_threshold=0.4, temperature=1.5),
+    )
+    response = make_client(classifier_=None, model_uri=f"{root}@card-1").get("/model/info")
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert set(info) == {
+        "version",
+        "created_at",
+        "labels",
+        "input",
+        "metrics",
+        "uncertain_threshold",
+        "temperature",
+        "sha256",
+        "runtime",
+    }
+    assert (info["version"], info["uncertain_threshold"], info["temperature"]) == (
+        "card-1",
+        0.4,
+        1.5,
+    )
+    for private_value in (
+        "trashnet-raw",
+        "keras-private",
+        "f00dfeedcafe4242",
+        "d" * 64,
+        "golden",
+        "glass.jpg",
+        "artifacts/",
+    ):
+        assert private_value not in response.text, private_value
+    command = [sys.executable, "-m", "wastesort", "registry", "--registry", str(root), "--json"]
+    shown = subprocess.run(
+        [*command, "show", "card-1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
+    assert "f00dfeedcafe4242" in shown.stdout and "trashnet-raw" in shown.stdout
 
 
 def test_model_that_cannot_load_answers_503_then_recovers(
@@ -347,7 +480,8 @@ def test_model_that_cannot_load_answers_503_then_recovers(
     client = make_client(classifier_=None, model_uri=f"{root}@v1", model_retry_s=0)
     health = client.get("/health")
     body = assert_problem(health, 503, "model-unavailable")
-    assert "manifest.json is missing" in body["detail"] and health.headers["retry-after"]
+    assert "registry could not be read" in body["detail"] and health.headers["retry-after"]
+    assert body["code"] == "registry_error" and str(tmp_path) not in health.text
     assert_problem(
         client.post("/predict", content=jpeg, headers={"content-type": "image/jpeg"}),
         503,
@@ -363,6 +497,54 @@ def test_wrong_sha256_is_refused_with_the_reason(make_client, api_registry):
     client = make_client(classifier_=None, model_uri=str(api_registry), model_sha256="ab" * 32)
     body = assert_problem(client.get("/health"), 503, "model-unavailable")
     assert body["code"] == "integrity_error"
+
+
+@pytest.mark.parametrize(
+    "model_uri",
+    ["https://user:secret@models.example.com/registry@v3", "/srv/private-models/registry@v3"],
+)
+def test_model_unavailable_says_what_failed_not_where(
+    make_client, jpeg: bytes, model_uri: str, capfd, caplog
+):
+    """MODEL_URI names hosts, buckets and paths, and a URL in it may carry a password: callers
+    are told what failed, the log says where (its credentials redacted)."""
+    location = model_uri.removesuffix("@v3").replace("user:secret@", "***@")
+    client = make_client(classifier_=None, model_uri=model_uri)
+    answers = [
+        client.get("/health"),
+        client.post("/predict", content=jpeg, headers={"content-type": "image/jpeg"}),
+    ]
+    for response in answers:
+        body = assert_problem(response, 503, "model-unavailable")
+        assert body["detail"].startswith("the model is not loaded: ")
+        assert body["code"] == "registry_error"
+        for leak in ("secret", "user:", "example.com", "private-models", "registry@"):
+            assert leak not in response.text, leak
+    logs = capfd.readouterr().out + "".join(str(r.__dict__) for r in caplog.records)
+    assert location in logs and "secret" not in logs  # the log keeps where, redacted
+
+
+def test_an_unexpected_load_failure_is_redacted_too(make_client, monkeypatch, capfd, caplog):
+    from functions.api import model as model_module
+
+    def explode(uri: str, **kwargs):
+        raise RuntimeError(f"could not open {uri}")
+
+    monkeypatch.setattr(model_module.Classifier, "load", explode)
+    client = make_client(classifier_=None, model_uri="https://ops:hunter2@models.example.com/r")
+    body = assert_problem(client.get("/health"), 503, "model-unavailable")
+    assert body["code"] == "load_failed" and "example.com" not in body["detail"]
+    logs = capfd.readouterr().out + "".join(str(r.__dict__) for r in caplog.records)
+    assert "https://***@models.example.com/r" in logs and "Traceback" in logs
+    assert "hunter2" not in logs
+
+
+def test_redact_removes_the_userinfo_of_every_url():
+    from functions.api.model import redact
+
+    text = "cannot read https://u:p@h/x and s3://AKIA:sk@bucket/p, not a@b.c or /a@v1"
+    assert redact(text) == "cannot read https://***@h/x and s3://***@bucket/p, not a@b.c or /a@v1"
+    assert redact("https://u:p@ss@host/r@v3 failed") == "https://***@host/r@v3 failed"
 
 
 # --- observability ---------------------------------------------------------------------------
