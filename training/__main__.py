@@ -1,4 +1,5 @@
-"""`python -m training run --config training/configs/default.yaml [key=value ...]`."""
+"""`python -m training run --config training/configs/default.yaml [key=value ...]`, and
+`python -m training compare --champion URI --challenger URI [--sources ...]`."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from training.config import ConfigError, load_config
 from wastesort.errors import WastesortError
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOGLEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--config", help="a YAML config (training/configs/*.yaml)")
     run_p.add_argument("overrides", nargs="*", help="key.path=value, e.g. train.head.epochs=5")
     run_p.add_argument("--print-config", action="store_true", help="print the resolved config")
+    cmp_p = sub.add_parser(
+        "compare", help="two published versions on the same photos, with the verdict"
+    )
+    cmp_p.add_argument("--champion", required=True, help="e.g. models@production")
+    cmp_p.add_argument("--challenger", required=True, help="e.g. models@candidate")
+    cmp_p.add_argument(
+        "--config",
+        help="a YAML config whose data and champion sections to use "
+        "(default: the challenger's recorded data section and the default rule)",
+    )
+    cmp_p.add_argument(
+        "--sources",
+        nargs="+",
+        metavar="NAME|NAME=DIR",
+        help="only these sources of the data config, and/or dataset folders scored whole",
+    )
+    cmp_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cmp_p.add_argument("--json", type=Path, help="also write the comparison here")
     args = parser.parse_args(argv)
+    return _compare(args) if args.command == "compare" else _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Exit 0 when done, 2 on a bad config or data, 3 when the gate or the verdict refuses."""
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
@@ -28,13 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(cfg.dump(), indent=2))
         return 0
-    logging.basicConfig(
-        level=os.environ.get("LOGLEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mlflow.exceptions import MlflowException  # noqa: PLC0415
 
+    from training.compare import VerdictError  # noqa: PLC0415
     from training.data import DataError  # noqa: PLC0415
     from training.pipeline import run  # noqa: PLC0415 (TensorFlow, after validation)
     from training.quantize import GateError  # noqa: PLC0415
@@ -44,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except GateError as exc:
+    except (GateError, VerdictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     except (WastesortError, MlflowException) as exc:  # registry or tracking server said no
@@ -55,6 +86,43 @@ def main(argv: list[str] | None = None) -> int:
     if result.published_version:
         print(f"published {result.published_version} to {cfg.registry.uri}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Exit 0 when the challenger passes the rule, 3 when it does not, 2 on bad input."""
+    _logging()
+    from training.compare import compare_versions, render  # noqa: PLC0415
+    from training.data import DataError  # noqa: PLC0415
+    from wastesort import Classifier  # noqa: PLC0415
+
+    names = [s for s in args.sources or () if "=" not in s]
+    folders = dict(s.split("=", 1) for s in args.sources or () if "=" in s)
+    try:
+        base: dict[str, Any] | None = None
+        if args.config is None:  # the challenger's own sources and split
+            recorded = Classifier.load(args.challenger).entry.source_config or {}
+            base = {"data": recorded["data"]} if recorded.get("data") else None
+        cfg = load_config(args.config, args.set, base=base)
+        result = compare_versions(
+            args.champion,
+            args.challenger,
+            data=cfg.data,
+            rule=cfg.champion,
+            only=names if args.sources else None,
+            folders=folders,
+        )
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WastesortError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(render(result)))
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if result["verdict"]["passed"] else 3
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Temperature scaling and the `uncertain` threshold, both fit on the validation split."""
+"""Temperature scaling and the `uncertain` threshold, both fit on the validation split.
+
+With several train sources the validation photos carry weights that make every source count
+alike (`training.weights.balanced`), so a big source does not set the confidence scale alone.
+"""
 
 from __future__ import annotations
 
@@ -20,26 +24,30 @@ def log_probs(probs: np.ndarray) -> np.ndarray:
     return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, None))
 
 
-def nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+def nll(
+    logits: np.ndarray, y: np.ndarray, temperature: float, weights: np.ndarray | None = None
+) -> float:
     p = softmax(logits, temperature).astype(np.float64)
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+    return float(
+        -np.average(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)), weights=weights)
+    )
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
     """The temperature minimising validation NLL (golden-section search over log T)."""
     lo, hi = np.log(0.05), np.log(20.0)
     ratio = (np.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(logits, y, np.exp(a)), nll(logits, y, np.exp(b))
+    fa, fb = nll(logits, y, np.exp(a), weights), nll(logits, y, np.exp(b), weights)
     for _ in range(60):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = nll(logits, y, np.exp(a))
+            fa = nll(logits, y, np.exp(a), weights)
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = nll(logits, y, np.exp(b))
+            fb = nll(logits, y, np.exp(b), weights)
     return float(round(np.exp((lo + hi) / 2), 4))
 
 
@@ -52,18 +60,32 @@ class Threshold:
     accuracy_all: float
 
 
-def coverage(probs: np.ndarray, y: np.ndarray, threshold: float) -> tuple[float, float]:
+def _mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    return float(np.average(values, weights=weights))
+
+
+def coverage(
+    probs: np.ndarray, y: np.ndarray, threshold: float, weights: np.ndarray | None = None
+) -> tuple[float, float]:
     """(share of images decided at `threshold`, accuracy of those decided; 0 when none are).
 
     The same rule as serving (`is_confident`), so the figures describe what a bin will do.
     """
     decided = is_confident(probs.max(axis=1), threshold)
     correct = probs.argmax(axis=1) == y
-    return float(decided.mean()), float(correct[decided].mean()) if decided.any() else 0.0
+    if not decided.any():
+        return _mean(decided, weights), 0.0
+    w = None if weights is None else weights[decided]
+    return _mean(decided, weights), _mean(correct[decided], w)
 
 
 def choose_threshold(
-    probs: np.ndarray, y: np.ndarray, *, target_accuracy: float, max_threshold: float
+    probs: np.ndarray,
+    y: np.ndarray,
+    *,
+    target_accuracy: float,
+    max_threshold: float,
+    weights: np.ndarray | None = None,
 ) -> Threshold:
     """The lowest confidence threshold at which the decided images reach `target_accuracy`.
 
@@ -77,23 +99,26 @@ def choose_threshold(
         if t > max_threshold:
             break
         decided = is_confident(conf, t)
-        if decided.any() and correct[decided].mean() >= target_accuracy:
+        w = None if weights is None else weights[decided]
+        if decided.any() and _mean(correct[decided], w) >= target_accuracy:
             chosen = float(t)
             break
-    share, accuracy = coverage(probs, y, chosen)
+    share, accuracy = coverage(probs, y, chosen, weights)
     return Threshold(
         threshold=round(chosen, 4),
         coverage=share,
         accuracy_covered=accuracy,
-        accuracy_all=float(correct.mean()),
+        accuracy_all=_mean(correct, weights),
     )
 
 
-def tradeoff(probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> list[dict[str, float]]:
+def tradeoff(
+    probs: np.ndarray, y: np.ndarray, thresholds: list[float], weights: np.ndarray | None = None
+) -> list[dict[str, float]]:
     """Coverage and accuracy of the decided images at several thresholds (for the report)."""
     rows = []
     for t in thresholds:
-        share, accuracy = coverage(probs, y, t)
+        share, accuracy = coverage(probs, y, t, weights)
         rows.append({"threshold": t, "coverage": share, "accuracy": accuracy})
     return rows
 
@@ -104,11 +129,17 @@ def uncertain_threshold(
     test_probs: np.ndarray,
     y_test: np.ndarray,
     cfg: CalibrateConfig,
+    *,
+    val_weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Choose the threshold on validation and say what it does on test: the run summary's
     `uncertain` section (the manifest keeps it without `tradeoff_val`)."""
     thr = choose_threshold(
-        val_probs, y_val, target_accuracy=cfg.target_accuracy, max_threshold=cfg.max_threshold
+        val_probs,
+        y_val,
+        target_accuracy=cfg.target_accuracy,
+        max_threshold=cfg.max_threshold,
+        weights=val_weights,
     )
     test_coverage, test_accuracy = coverage(test_probs, y_test, thr.threshold)
     return {
@@ -118,5 +149,5 @@ def uncertain_threshold(
         "val_accuracy_decided": round(thr.accuracy_covered, 4),
         "test_coverage": round(test_coverage, 4),
         "test_accuracy_decided": round(test_accuracy, 4),
-        "tradeoff_val": tradeoff(val_probs, y_val, list(TRADEOFF_THRESHOLDS)),
+        "tradeoff_val": tradeoff(val_probs, y_val, list(TRADEOFF_THRESHOLDS), val_weights),
     }

@@ -21,32 +21,15 @@ from pydantic import (
     model_validator,
 )
 
+from training.overrides import ConfigError, StrictLoader, apply_override, parse_override
+from training.source_config import DataConfig, SourceConfig  # noqa: F401 (re-exported)
 from wastesort.errors import WastesortError
 from wastesort.manifest import check_alias
 from wastesort.validation import explain
 
 
-class ConfigError(ValueError):
-    """A config file, key or value is wrong; the message names the key."""
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Section):
-    dir: Path = Path("data/trashnet")
-    """A folder with one sub-folder of images per class."""
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    split_seed: int = 1337
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-    test_include: tuple[Path, ...] = ()
-    """Files or folders whose images (matched by content hash) must land in the test split:
-    the repo's `samples/` are shown in the README and used by tests, so they are never
-    trained or tuned on."""
-    max_images_per_class: int | None = Field(None, gt=0)
-    """Cap per class (deterministic subset); for smoke tests."""
 
 
 class InputConfig(_Section):
@@ -207,7 +190,9 @@ class MlflowConfig(_Section):
 class RegistryConfig(_Section):
     uri: str | None = "models"
     """A local folder or s3://bucket/prefix; null skips publishing."""
-    aliases: tuple[str, ...] = ("production",)
+    aliases: tuple[str, ...] = ("candidate",)
+    """Where a published challenger goes; `production` moves only by `wastesort registry
+    promote` (a person, or a passing canary)."""
     golden_per_class: int = Field(2, ge=0, le=20)
     signing_key: FilePath | None = None
     """An ed25519 private key (PEM) to sign the published entry with; bins that require a
@@ -237,6 +222,30 @@ class RegistryConfig(_Section):
         return value
 
 
+class ChampionConfig(_Section):
+    """The challenger (this run's int8 model) against the registry's champion, on the same
+    photos; the verdict decides whether the run publishes."""
+
+    alias: str = "production"
+    uri: str | None = None
+    """The registry holding the champion; null: `registry.uri` (both null: no comparison)."""
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    max_drop: float = Field(0.01, ge=0, le=1)
+    """On no source may the challenger be more than this below the champion (0.01 = 1 point)."""
+    better_on: tuple[Literal["field", "union"], ...] = ("field", "union")
+    """And it must beat the champion on at least one of these: `field`, every eval source
+    together (the field check), or `union`, every scored photo of the classes."""
+    force: str | None = None
+    """Publish even when the verdict fails; the reason given here is recorded."""
+
+    @field_validator("force")
+    @classmethod
+    def _reason(cls, value: str | None) -> str | None:
+        if value is not None and len(value.strip()) < 3:
+            raise ValueError("give the reason for forcing a publish, in words")
+        return value
+
+
 def _checked(check: Any, value: Any) -> None:
     """Run a wastesort check; its error becomes a validation error for the key."""
     try:
@@ -260,9 +269,15 @@ class Config(_Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    champion: ChampionConfig = Field(default_factory=ChampionConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        if self.champion.alias in self.registry.aliases:
+            raise ValueError(
+                f"registry.aliases: {self.champion.alias!r} is the champion's alias; a run "
+                "publishes a challenger (e.g. candidate), `wastesort registry promote` moves it"
+            )
         if self.data.val_fraction + self.data.test_fraction >= 0.8:
             raise ValueError("data.val_fraction + data.test_fraction must leave 20% to train")
         if self.model.backbone == "mobilenet_v2" and self.model.weights == "pretrained":
@@ -280,58 +295,23 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
-    YAML keeps the last one, silently dropping a whole section)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a", "b", "c"], value parsed as a YAML scalar or list)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} is not of the form key.path=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
-    return key.split("."), value
-
-
-def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
-    node = data
-    for i, part in enumerate(path[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(path[: i + 1])}: is a value, not a section")
-        node = child
-    node[path[-1]] = value
-
-
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    base: dict[str, Any] | None = None,
 ) -> Config:
-    """Read a YAML config, apply `key=value` overrides and validate everything.
+    """Read a YAML config (or start from `base`, e.g. a version's recorded config), apply
+    `key=value` overrides and validate everything.
 
     Raises:
         ConfigError: the file is missing or not YAML, or a key is unknown or a value invalid;
             the message names every offending key.
     """
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = dict(base or {})
     if path is not None:
         try:
-            loaded = yaml.load(Path(path).read_text(), Loader=_StrictLoader)  # noqa: S506 (safe)
+            loaded = yaml.load(Path(path).read_text(), Loader=StrictLoader)  # noqa: S506 (safe)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as exc:
@@ -341,7 +321,7 @@ def load_config(
         data = loaded or {}
     for text in overrides:
         keys, value = parse_override(text)
-        _apply(data, keys, value)
+        apply_override(data, keys, value)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -1,22 +1,25 @@
 """Evaluate models the way serving runs them: every TFLite variant through `wastesort.Classifier`.
 
 Scores at temperature 1 give the validation logits (up to a per-row constant) that temperature
-scaling is fit on; the test split is then scored with the fitted temperature.
+scaling is fit on (source-balanced when there are several train sources); the test split, the
+eval sources and the photos of none of the classes are then scored with the fitted temperature,
+and `source_tables` turns them into one per-source table per variant.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from training import calibrate, metrics
+from training import calibrate, metrics, per_source
 from training.config import InputConfig
-from training.data import Dataset, input_spec
+from training.data import EVAL, UNMAPPED, Dataset, input_spec
+from training.weights import balanced
 from wastesort import Classifier
 from wastesort.manifest import ArtifactRef, InputSpec, ModelEntry, OutputSpec
 from wastesort.scoring import softmax
@@ -83,6 +86,10 @@ class Splits:
     test_names: list[str]
     y_val: np.ndarray
     y_test: np.ndarray
+    val_weights: np.ndarray | None = None
+    """Source-balanced validation weights (None: one source, every photo alike)."""
+    extra_images: list[bytes] = field(default_factory=list)
+    """The eval sources' photos, then the photos of none of the classes (`extra` in the data)."""
 
     @classmethod
     def of(cls, ds: Dataset) -> Splits:
@@ -90,19 +97,28 @@ class Splits:
             labels=ds.labels,
             val_images=[ds.read(i) for i in ds.indices("val")],
             test_images=[ds.read(i) for i in ds.indices("test")],
-            test_names=[ds.items[i].path for i in ds.indices("test")],
+            test_names=[ds.name(i) for i in ds.indices("test")],
             y_val=ds.targets("val"),
             y_test=ds.targets("test"),
+            val_weights=balanced(ds.sources_of("val")),
+            extra_images=[ds.read(i) for i in extra(ds)],
         )
 
 
-def keras_logits(model: Any, pixels: np.ndarray, ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """The float model's own logits on validation and test, run in Keras: the reference every
-    converted variant is held to."""
-    val, test = (pixels[ds.indices(s)].astype(np.float32) for s in ("val", "test"))
-    return (
-        model.predict(val, batch_size=32, verbose=0),
-        model.predict(test, batch_size=32, verbose=0),
+def extra(ds: Dataset) -> list[int]:
+    """Indices of what is scored besides the test split: eval sources, then `unmapped`."""
+    return ds.indices(EVAL) + ds.indices(UNMAPPED)
+
+
+def keras_logits(model: Any, pixels: np.ndarray, ds: Dataset) -> tuple[np.ndarray, ...]:
+    """The float model's own logits on validation, test and the extra photos, run in Keras: the
+    reference every converted variant is held to."""
+    parts = (ds.indices("val"), ds.indices("test"), extra(ds))
+    return tuple(
+        model.predict(pixels[idx].astype(np.float32), batch_size=32, verbose=0)
+        if idx
+        else np.zeros((0, len(ds.labels)), np.float32)
+        for idx in parts
     )
 
 
@@ -116,6 +132,8 @@ class Scores:
     """`metrics.summarize` of the calibrated scores."""
     test_raw: dict[str, Any]
     """The same at temperature 1: how much calibration changed."""
+    extra_probs: np.ndarray | None
+    """Calibrated scores of `Splits.extra_images` (None: there are none)."""
 
 
 @dataclass
@@ -128,17 +146,18 @@ class VariantScores(Scores):
     spec: InputSpec
 
 
-def score_keras(
-    val_logits: np.ndarray, test_logits: np.ndarray, splits: Splits, *, bins: int
-) -> Scores:
-    """The float model's own logits (run in Keras): the reference the variants are held to."""
-    temperature = calibrate.fit_temperature(val_logits, splits.y_val)
+def score_keras(logits: tuple[np.ndarray, ...], splits: Splits, *, bins: int) -> Scores:
+    """The float model's own logits (run in Keras; validation, test, extra): the reference the
+    variants are held to."""
+    val_logits, test_logits, extra_logits = logits
+    temperature = calibrate.fit_temperature(val_logits, splits.y_val, splits.val_weights)
     probs = softmax(test_logits, temperature)
     return Scores(
         temperature=temperature,
         test_probs=probs,
         test=metrics.summarize(probs, splits.y_test, splits.labels, bins=bins),
         test_raw=metrics.summarize(softmax(test_logits), splits.y_test, splits.labels),
+        extra_probs=softmax(extra_logits, temperature),
     )
 
 
@@ -166,9 +185,12 @@ def score_variants(
         )
         clf = classifier(entry, variant.path, num_threads=num_threads)
         val_probs = score_files(clf, splits.val_images)
-        temperature = calibrate.fit_temperature(calibrate.log_probs(val_probs), splits.y_val)
+        temperature = calibrate.fit_temperature(
+            calibrate.log_probs(val_probs), splits.y_val, splits.val_weights
+        )
         clf.entry = clf.entry.model_copy(update={"temperature": temperature})
         test_probs = score_files(clf, splits.test_images)
+        extra_probs = score_files(clf, splits.extra_images) if splits.extra_images else None
         raw = softmax(calibrate.log_probs(test_probs) * temperature)
         scored[mode] = VariantScores(
             temperature=temperature,
@@ -178,5 +200,46 @@ def score_variants(
             val_probs=softmax(calibrate.log_probs(val_probs), temperature),
             entry=entry,
             spec=spec,
+            extra_probs=extra_probs,
         )
     return scored
+
+
+def photo_sets(ds: Dataset) -> list[tuple[str, str, list[int]]]:
+    """(name, kind, dataset indices) of every photo set a run reports on: each train source's
+    test split, each eval source, and each source's photos of none of the classes."""
+    sets = []
+    for name, role in ds.roles.items():
+        part, kind = ("test", per_source.HELD_OUT) if role == "train" else (EVAL, per_source.EVAL)
+        sets.append((name, kind, [i for i in ds.indices(part) if ds.items[i].source == name]))
+    for name in ds.roles:
+        idx = [i for i in ds.indices(UNMAPPED) if ds.items[i].source == name]
+        sets.append((f"{name}/unmapped", per_source.UNMAPPED, idx))
+    return [s for s in sets if s[2]]
+
+
+def source_tables(
+    ds: Dataset, scores: dict[str, Scores], threshold: float
+) -> dict[str, dict[str, dict]]:
+    """One per-source table per variant (`per_source.table`), every variant at the published
+    `uncertain` threshold (the int8 model's) with its own temperature."""
+    order = ds.indices("test") + extra(ds)
+    where = {i: k for k, i in enumerate(order)}
+    tables = {}
+    for variant, s in scores.items():
+        probs = (
+            s.test_probs if s.extra_probs is None else np.concatenate([s.test_probs, s.extra_probs])
+        )
+        sets = [
+            per_source.scored_from_probs(
+                name,
+                kind,
+                [ds.items[i].label for i in idx],
+                probs[[where[i] for i in idx]],
+                labels=ds.labels,
+                threshold=threshold,
+            )
+            for name, kind, idx in photo_sets(ds)
+        ]
+        tables[variant] = per_source.table(sets)
+    return tables

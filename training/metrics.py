@@ -9,15 +9,25 @@ from typing import Any
 import numpy as np
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
-    """Rows: true class, columns: predicted class."""
-    m = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
-    return m
+def confusion(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows: true class, columns: predicted class (sums of `weights`, else counts)."""
+    if weights is None:
+        m = np.zeros((classes, classes), dtype=np.int64)
+        np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
+        return m
+    w = np.zeros((classes, classes), dtype=np.float64)
+    np.add.at(w, (np.asarray(y_true), np.asarray(y_pred)), np.asarray(weights, np.float64))
+    return w
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> float:
-    return float(np.mean(_prf(confusion(y_true, y_pred, classes))[2]))
+def macro_f1(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: int, weights: np.ndarray | None = None
+) -> float:
+    """Mean per-class F1; with `weights`, over a weighted confusion matrix (source-balanced
+    validation)."""
+    return float(np.mean(_prf(confusion(y_true, y_pred, classes, weights))[2]))
 
 
 def _prf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
-"""One run, end to end: data -> train -> convert -> evaluate -> calibrate -> gate -> track ->
-publish. Each step lives in its own module; this file only puts them in order."""
+"""One run, end to end: data -> train -> convert -> evaluate (per source) -> calibrate -> gate ->
+champion -> track -> publish. Each step lives in its own module; this file only puts them in
+order."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training import calibrate, plots, quantize, summary
+from training import calibrate, compare, plots, quantize, summary
 from training.config import Config
 from training.data import load_dataset, write_split
-from training.evaluate import Splits, keras_logits, score_keras, score_variants
-from training.publish import publish_run, version_id
+from training.evaluate import Splits, keras_logits, score_keras, score_variants, source_tables
+from training.publish import golden_for_run, publish_run, version_id
 from training.report import write_report
 from training.tracking import Tracker, git_commit
 
@@ -33,6 +34,8 @@ class RunResult:
     mlflow_run_id: str | None = None
     published_version: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)
+    """The champion/challenger verdict (`passed`, `reasons`, `forced`)."""
 
 
 def _setup(cfg: Config) -> None:
@@ -51,11 +54,13 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0915 (the steps)
-    """Train, evaluate, quantize, track and (if the gate passes) publish.
+    """Train, evaluate, quantize, compare with the champion, track and (if the gate and the
+    verdict pass, or the verdict is forced) publish the challenger.
 
     Raises:
-        DataError: the data folder cannot make a dataset.
+        DataError: the data sources cannot make a dataset.
         GateError: int8 lost too much against float; everything is tracked, nothing published.
+        VerdictError: the challenger does not beat the champion; tracked, nothing published.
     """
     started = time.monotonic()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -86,7 +91,8 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
         trained.model.save_weights(run_dir / "model.weights.h5")
         timings.update(trained.timings)
         (run_dir / "epochs.json").write_text(json.dumps(trained.epochs, indent=1))
-        keras_val, keras_test = keras_logits(trained.model, pixels, ds)
+        keras_out = keras_logits(trained.model, pixels, ds)  # validation, test, extra
+        keras_test = keras_out[1]
 
         with _timed(timings, "convert_s"):
             tflite_dir, train_pixels = run_dir / "tflite", pixels[ds.indices("train")]
@@ -98,7 +104,7 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
         bins = cfg.calibrate.ece_bins
         with _timed(timings, "evaluate_s"):
             splits = Splits.of(ds)
-            keras = score_keras(keras_val, keras_test, splits, bins=bins)
+            keras = score_keras(keras_out, splits, bins=bins)
             by_variant = score_variants(
                 variants, splits, cfg.input, bins=bins, num_threads=cfg.threads
             )
@@ -106,9 +112,17 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
         test_metrics = summary.test_section(scores, keras_test, variants)
 
         uncertain = calibrate.uncertain_threshold(
-            int8.val_probs, splits.y_val, int8.test_probs, splits.y_test, cfg.calibrate
+            int8.val_probs,
+            splits.y_val,
+            int8.test_probs,
+            splits.y_test,
+            cfg.calibrate,
+            val_weights=splits.val_weights,
         )
-        tracker.metrics(summary.tracked(scores, test_metrics, uncertain))
+        tables = source_tables(ds, scores, uncertain["threshold"])
+        tracker.metrics(
+            summary.tracked(scores, test_metrics, uncertain) | summary.by_source(tables)
+        )
 
         int8_pred = int8.test_probs.argmax(axis=1)
         gate = quantize.gate(keras_test.argmax(axis=1), int8_pred, splits.y_test, cfg.quantize.gate)
@@ -125,6 +139,27 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
         if cfg.quantize.edgetpu:
             edgetpu_path, edgetpu_note = quantize.compile_edgetpu(variants["int8"].path, tflite_dir)
         version = version_id(int8.entry.sha256)
+        golden = golden_for_run(
+            ds,
+            int8,
+            splits,
+            per_class=cfg.registry.golden_per_class,
+            threshold=uncertain["threshold"],
+        )
+        with _timed(timings, "champion_s"):  # the champion and this model, on the same photos
+            challenger = compare.challenger_of(
+                variants["int8"].path, int8, version, uncertain["threshold"]
+            )
+            photo_sets = [
+                *compare.dataset_sets(ds),
+                compare.golden_from_samples("challenger", golden),
+            ]
+            champion = compare.against_champion(
+                cfg.champion, cfg.champion.uri or cfg.registry.uri, challenger, photo_sets
+            )
+        tracker.metrics(summary.champion_metrics(champion))
+        tracker.tags(summary.champion_tags(champion))
+        log.info("\n".join(compare.render(champion)))
         run_summary = summary.build(
             version=version,
             ds=ds,
@@ -137,24 +172,33 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
             edgetpu=edgetpu_note,
             hardest=hardest,
             timings=timings,
+            per_source=tables,
+            champion=champion,
         )
         write_report(run_dir, run_summary, ds.labels)
         (run_dir / "summary.json").write_text(json.dumps(run_summary, indent=2, default=str))
         tracker.log_run_folder(run_dir)
-        registered = tracker.register("tflite/model_int8.tflite", gate_passed=gate.passed)
+        verdict = champion["verdict"]
+        publishable = verdict["passed"] or bool(verdict.get("forced"))
+        registered = tracker.register(
+            "tflite/model_int8.tflite", gate_passed=gate.passed, verdict_passed=publishable
+        )
         run_summary["mlflow"] = {"run_id": tracker.run_id, "registered_version": registered}
         result = RunResult(run_dir, run_summary, gate, tracker.run_id, timings=timings)
+        result.verdict = verdict
 
         if cfg.registry.uri is None:
             log.info("registry.uri is null: not publishing")
-        else:  # the gate decides: publish_run raises GateError with the reason when it failed
+        else:  # publish_run raises GateError or VerdictError, with the reason, when refused
             entry = publish_run(
                 cfg,
                 variants["int8"].path,
                 version=version,
                 gate=gate,
+                verdict=verdict,
                 int8=int8,
-                splits=splits,
+                golden=golden,
+                labels=splits.labels,
                 summary=run_summary,
                 mlflow_run_id=tracker.run_id,
                 edgetpu=edgetpu_path,

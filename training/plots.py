@@ -141,7 +141,7 @@ def run_plots(
         probs=int8.test_probs,
         y_true=y_true,
         labels=labels,
-        names=[ds.items[i].path for i in test],
+        names=[ds.name(i) for i in test],
         path=folder / "hardest_mistakes_int8.png",
     )
     return hardest

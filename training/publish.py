@@ -1,4 +1,9 @@
-"""Publish the int8 model to the registry, with its manifest entry and golden set."""
+"""Publish the int8 model to the registry, with its manifest entry and golden set.
+
+A run publishes a challenger (`registry.aliases`, `candidate` by default) when the quantization
+gate passes and it beats the champion by the config's rule, or when that verdict is forced with
+a reason (recorded in the entry's `metrics.champion.verdict.forced`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training.compare import VerdictError
 from training.quantize import GateError, GateResult
 from wastesort.errors import RegistryError
 from wastesort.manifest import InputSpec, ModelEntry, OutputSpec
@@ -18,6 +24,7 @@ from wastesort.scoring import is_confident, ranked
 
 if TYPE_CHECKING:
     from training.config import Config
+    from training.data import Dataset
     from training.evaluate import Splits, VariantScores
 
 log = logging.getLogger(__name__)
@@ -94,6 +101,25 @@ def golden_set(
     )
 
 
+def golden_for_run(
+    ds: Dataset, int8: VariantScores, splits: Splits, *, per_class: int, threshold: float
+) -> list[GoldenSample]:
+    """The golden set of a run: from the test photos of the first train source only (TrashNet
+    in the shipped configs), so a published model never carries photos of a set whose licence
+    has not been cleared for redistribution (docs/data.md)."""
+    first = next(name for name, role in ds.roles.items() if role == "train")
+    keep = [k for k, i in enumerate(ds.indices("test")) if ds.items[i].source == first]
+    return golden_set(
+        int8.test_probs[keep],
+        splits.y_test[keep],
+        names=[splits.test_names[k] for k in keep],
+        images=[splits.test_images[k] for k in keep],
+        labels=splits.labels,
+        per_class=per_class,
+        threshold=threshold,
+    )
+
+
 def publish(
     uri: str,
     model_path: Path,
@@ -113,11 +139,12 @@ def publish(
     aliases: Sequence[str],
     extra_files: dict[str, Path] | None = None,
     signing_key: Path | None = None,
+    note: str | None = None,
 ) -> ModelEntry:
     """Publish to the registry at `uri`, unless the quantization gate failed.
 
     A rerun that makes the same bytes (same version id) finds its model already published:
-    nothing is uploaded again and the aliases are moved to it.
+    nothing is uploaded again and the aliases are moved to it (with `note` in their history).
 
     Raises:
         GateError: the int8 model lost too much against the float model.
@@ -132,7 +159,8 @@ def publish(
     if existing is not None and existing.artifact.sha256 == sha256_file(model_path):
         log.info("%s is already published in %s (the same bytes); moving aliases", version, uri)
         for alias in aliases:
-            registry.promote(alias, version, reason="publish (already published)")
+            reason = "publish (already published)" + (f"; {note}" if note else "")
+            registry.promote(alias, version, reason=reason)
         return existing
     return registry.publish(
         model_path,
@@ -159,25 +187,39 @@ def publish_run(
     *,
     version: str,
     gate: GateResult,
+    verdict: dict[str, Any],
     int8: VariantScores,
-    splits: Splits,
+    golden: Sequence[GoldenSample],
+    labels: Sequence[str],
     summary: dict[str, Any],
     mlflow_run_id: str | None,
     edgetpu: Path | None = None,
 ) -> ModelEntry:
-    """`publish` with what one pipeline run knows: its config, the int8 model's scores (its
-    golden set comes from the test split) and its summary.
+    """`publish` with what one pipeline run knows: its config, the int8 model's scores, its
+    golden set (from the test split), the verdict against the champion and its summary.
 
     Raises:
         GateError: the int8 model lost too much against the float model.
+        VerdictError: the challenger does not beat the champion, and nobody forced it.
     """
+    if gate.passed and not verdict["passed"] and not verdict.get("forced"):
+        raise VerdictError(
+            f"refusing to publish {version} to {cfg.registry.uri}: it does not beat the "
+            f"champion ({'; '.join(verdict['reasons'])}); champion.force='<reason>' publishes "
+            "it anyway"
+        )
+    forced = verdict.get("forced")
+    if forced:
+        log.warning(
+            "publishing %s although %s: forced (%s)", version, verdict["reasons"], verdict["forced"]
+        )
     threshold = summary["uncertain"]["threshold"]
     return publish(
         cfg.registry.uri,
         model_path,
         version=version,
         gate=gate,
-        labels=splits.labels,
+        labels=labels,
         input_spec=int8.spec,
         output=int8.entry.output,
         metrics=summary["manifest_metrics"],
@@ -186,16 +228,9 @@ def publish_run(
         dataset_fingerprint=summary["dataset_fingerprint"],
         mlflow_run_id=mlflow_run_id,
         source_config=cfg.dump(),
-        golden=golden_set(
-            int8.test_probs,
-            splits.y_test,
-            names=splits.test_names,
-            images=splits.test_images,
-            labels=splits.labels,
-            per_class=cfg.registry.golden_per_class,
-            threshold=threshold,
-        ),
+        golden=golden,
         aliases=cfg.registry.aliases,
         extra_files={"edgetpu": edgetpu} if edgetpu else None,
         signing_key=cfg.registry.signing_key,
+        note=f"verdict forced: {forced}" if forced else None,
     )

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training import compare, per_source
+
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
@@ -59,6 +61,16 @@ def render(summary: dict[str, Any], labels: Sequence[str]) -> str:
         f"| {r['threshold']} | {_pct(r['coverage'])} | {_pct(r['accuracy'])} |"
         for r in u["tradeoff_val"]
     ]
+    lines += _data(summary["data"], labels)
+    lines += ["", "## Per source", ""]
+    lines += [
+        "Every variant at the published `uncertain` threshold (its own temperature). `held_out`: "
+        "a train source's test split; `eval`: never trained on; `field`: the eval sources "
+        "together; `union`: every scored photo of the classes.",
+    ]
+    for variant, rows in summary.get("per_source", {}).items():
+        lines += ["", f"### {variant}", "", *per_source.render(rows, labels)]
+    lines += ["", "## Against the champion", "", *compare.render(summary["champion"])]
     lines += ["", "## Timings (s)", ""]
     lines += [f"- {k}: {v}" for k, v in summary["timings_s"].items()]
     lines += ["", "## Hardest mistakes (int8, most confident errors)", ""]
@@ -67,6 +79,23 @@ def render(summary: dict[str, Any], labels: Sequence[str]) -> str:
         for m in summary["hardest_mistakes"]
     ]
     return "\n".join(lines) + "\n"
+
+
+def _data(data: dict[str, Any], labels: Sequence[str]) -> list[str]:
+    """Photos per source and class, and how each source was split."""
+    lines = [
+        "",
+        "## Data",
+        "",
+        "| source | role | " + " | ".join(labels) + " | none of the classes | train / val / test |",
+        "| --- " * (len(labels) + 4) + "|",
+    ]
+    for name, r in data.get("sources", {}).items():
+        counts = " | ".join(str(r["per_class"].get(label, 0)) for label in labels)
+        sizes = r.get("split_sizes")
+        split = f"{sizes['train']} / {sizes['val']} / {sizes['test']}" if sizes else "-"
+        lines.append(f"| {name} | {r['role']} | {counts} | {r['unmapped']} | {split} |")
+    return lines
 
 
 def write_report(run_dir: Path, summary: dict[str, Any], labels: Sequence[str]) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,45 @@ if TYPE_CHECKING:
     from training.quantize import GateResult, Variant  # imports TensorFlow
 
 TRACKED_UNCERTAIN = ("threshold", "test_coverage", "test_accuracy_decided")
+TRACKED_PER_SOURCE = ("accuracy", "macro_f1", "decided", "confidently_wrong", "uncertain")
+
+
+def _metric_name(*parts: str) -> str:
+    """MLflow takes letters, digits and `_-./ ` in metric names."""
+    return ".".join(re.sub(r"[^\w\-/ ]", "_", p) for p in parts)
+
+
+def by_source(tables: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """Every variant's per-source figures, as MLflow metrics (`source.<variant>.<set>.<key>`)."""
+    return {
+        _metric_name("source", variant, name, key): row[key]
+        for variant, rows in tables.items()
+        for name, row in rows.items()
+        for key in TRACKED_PER_SOURCE
+        if row.get(key) is not None
+    }
+
+
+def champion_metrics(comparison: dict[str, Any]) -> dict[str, float]:
+    """Both models' figures on the compared photo sets (`champion.<role>.<set>.<key>`)."""
+    return {
+        _metric_name("champion", role, name, key): row[key]
+        for role in ("champion", "challenger")
+        if comparison.get(role)
+        for name, row in comparison[role]["table"].items()
+        for key in TRACKED_PER_SOURCE
+        if row.get(key) is not None
+    }
+
+
+def champion_tags(comparison: dict[str, Any]) -> dict[str, Any]:
+    verdict = comparison["verdict"]
+    return {
+        "verdict": "passed" if verdict["passed"] else "failed",
+        "verdict_reasons": "; ".join(verdict["reasons"])[:5000],
+        "verdict_forced": verdict.get("forced"),
+        "champion_version": (comparison.get("champion") or {}).get("version"),
+    }
 
 
 def brief(m: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +124,7 @@ def manifest_metrics(
     summary: dict[str, Any], *, gate: GateResult, integer_only: bool | None, test_images: int
 ) -> dict[str, Any]:
     """The manifest entry's `metrics`: the served artifact's figures, headline first, where
-    registry listings look."""
+    registry listings look; then its per-source table and the comparison with the champion."""
     test = summary["test"]
     return {
         "split": "test",
@@ -97,6 +137,8 @@ def manifest_metrics(
         "uncertain": {k: v for k, v in summary["uncertain"].items() if k != "tradeoff_val"},
         "integer_only": integer_only,
         "gate": summary["gate"],
+        "per_source": summary["per_source"].get("int8", {}),
+        "champion": summary["champion"],
     }
 
 
@@ -113,6 +155,8 @@ def build(
     edgetpu: str,
     hardest: list[dict[str, Any]],
     timings: dict[str, float],
+    per_source: dict[str, dict[str, dict]],
+    champion: dict[str, Any],
 ) -> dict[str, Any]:
     """`summary.json` as it stands before MLflow registration (the pipeline adds `mlflow` and
     `published` later); `manifest_metrics` is what the registry entry will carry."""
@@ -127,6 +171,8 @@ def build(
         "variants": variants_section(variants, edgetpu),
         "hardest_mistakes": hardest,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "per_source": per_source,
+        "champion": champion,
     }
     summary["manifest_metrics"] = manifest_metrics(
         summary,

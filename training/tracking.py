@@ -119,18 +119,23 @@ class Tracker:
             else:
                 self.mlflow.log_artifact(str(child))
 
-    def register(self, artifact_path: str, *, gate_passed: bool) -> str:
+    def register(
+        self, artifact_path: str, *, gate_passed: bool, verdict_passed: bool = True
+    ) -> str:
         """Register `artifact_path` of this run as a new model version, tagged with the
-        quantization gate's verdict; the configured aliases move to it only if it passed."""
+        quantization gate's and the champion comparison's verdicts; the configured aliases
+        move to it only if both passed (or the comparison was forced)."""
         client = self.mlflow.MlflowClient()
         name = self.cfg.registered_model
         if not client.search_registered_models(filter_string=f"name = '{name}'"):
             client.create_registered_model(name, description="wastesort int8 TFLite classifier")
         source = f"{self.run.info.artifact_uri}/{artifact_path}"
-        version = client.create_model_version(
-            name, source, run_id=self.run_id, tags={"gate": "passed" if gate_passed else "failed"}
-        )
-        for alias in self.cfg.aliases if gate_passed else ():
+        tags = {
+            "gate": "passed" if gate_passed else "failed",
+            "verdict": "passed" if verdict_passed else "failed",
+        }
+        version = client.create_model_version(name, source, run_id=self.run_id, tags=tags)
+        for alias in self.cfg.aliases if gate_passed and verdict_passed else ():
             client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
 

@@ -24,6 +24,9 @@ from training.data import Dataset
 from training.fake_quant import simulate_int8
 from training.metrics import macro_f1
 from training.model import assemble, augmenter, backbone_for, build_head, freeze_batchnorm, split
+from training.weights import class_weights, weights_for
+
+__all__ = ["Batches", "Trained", "class_weights", "fit_phase", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,6 @@ class Trained:
     """The whole network, float pixels -> logits, ready to export."""
     epochs: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def class_weights(y: np.ndarray, classes: int, mode: str) -> np.ndarray:
-    """Per-class loss weights (mean 1 over the samples): `balanced` is n/(k*n_c), `sqrt` its
-    square root, a gentler push for the rare `trash` class."""
-    counts = np.bincount(y, minlength=classes).astype(np.float64)
-    if mode == "none":
-        return np.ones(classes)
-    w = counts.sum() / (classes * np.maximum(counts, 1))
-    if mode == "sqrt":
-        w = np.sqrt(w)
-    return w / np.sum(w * counts) * counts.sum()
 
 
 class _BestMacroF1(keras.callbacks.Callback):
@@ -63,9 +54,10 @@ class _BestMacroF1(keras.callbacks.Callback):
         phase: str,
         hook: EpochHook | None,
         baseline: float | None = None,
+        w_val: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        self.x_val, self.y_val, self.classes = x_val, y_val, classes
+        self.x_val, self.y_val, self.classes, self.w_val = x_val, y_val, classes, w_val
         self.patience, self.phase, self.hook = patience, phase, hook
         self.baseline = baseline
         self.best = -1.0
@@ -80,7 +72,7 @@ class _BestMacroF1(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logits = self.model.predict(self.x_val, verbose=0, batch_size=256)
         pred = logits.argmax(axis=1)
-        score = macro_f1(self.y_val, pred, self.classes)
+        score = macro_f1(self.y_val, pred, self.classes, weights=self.w_val)
         row = {
             "phase": self.phase,
             "epoch": epoch,
@@ -145,12 +137,14 @@ def fit_phase(
     hook: EpochHook | None = None,
     augment: keras.Model | None = None,
     baseline: float | None = None,
+    weights: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> list[dict[str, Any]]:
     """Fit `model` on (x, y) with early stopping on validation macro-F1; returns epoch rows.
 
     With `augment`, x holds images and every batch is augmented afresh. With `baseline` (the
     validation macro-F1 to reach), the phase keeps its starting weights unless an epoch
-    beats it."""
+    beats it. `weights`: per-sample training weights (default: `train.class_weights` over y)
+    and validation weights (default: none), as `training.weights` makes them."""
     if phase.epochs == 0:
         return []
     steps = phase.epochs * math.ceil(len(x) / train.batch_size)
@@ -168,8 +162,9 @@ def fit_phase(
         phase=name,
         hook=hook,
         baseline=baseline,
+        w_val=weights[1],
     )
-    batches = Batches(x, y, classes=classes, train=train, augment=augment)
+    batches = Batches(x, y, classes=classes, train=train, augment=augment, weights=weights[0])
     model.fit(batches, epochs=phase.epochs, verbose=0, callbacks=[best])
     return best.rows
 
@@ -187,11 +182,14 @@ class Batches(keras.utils.PyDataset):
         classes: int,
         train: TrainConfig,
         augment: keras.Model | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.x, self.batch_size, self.augment = x, train.batch_size, augment
         self.targets = keras.utils.to_categorical(y, classes).astype(np.float32)
-        self.weights = class_weights(y, classes, train.class_weights)[y].astype(np.float32)
+        if weights is None:
+            weights = class_weights(y, classes, train.class_weights)[y]
+        self.weights = np.asarray(weights, dtype=np.float32)
         self.mixup = train.mixup
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if train.feature_noise else 0
         self.noise = train.feature_noise * rms
@@ -224,9 +222,16 @@ class Batches(keras.utils.PyDataset):
         return x, t, w
 
 
-def _views(cfg: Config, y: np.ndarray, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(views, N, ...) activations -> flat training set with labels repeated per view."""
-    return acts.reshape((-1, *acts.shape[2:])), np.tile(y, acts.shape[0])
+def _views(
+    y: np.ndarray, acts: np.ndarray, w: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(views, N, ...) activations -> flat training set, labels and weights repeated per view."""
+    views = acts.shape[0]
+    return (
+        acts.reshape((-1, *acts.shape[2:])),
+        np.tile(y, views),
+        w if w is None else np.tile(w, views),
+    )
 
 
 def train(  # noqa: PLR0915 (the phases read best in one place)
@@ -247,6 +252,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
     backbone.trainable = False
     tr, va = ds.indices("train"), ds.indices("val")
     y_tr, y_va = ds.targets("train"), ds.targets("val")
+    w_tr, w_va = weights_for(ds, cfg.train.class_weights)
     aug = augmenter(cfg.augment, cfg.train.seed)
     key_parts = {
         "fingerprint": ds.fingerprint,
@@ -300,7 +306,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
     # Phase 1: the head on pooled features.
     head = build_head(f_tr.shape[-1], classes, cfg.model.dropout)
     t0 = time.monotonic()
-    x, y = _views(cfg, y_tr, f_tr)
+    x, y, w = _views(y_tr, f_tr, w_tr)
     rows += fit_phase(
         head,
         x,
@@ -312,6 +318,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
         classes=classes,
         name="head",
         hook=hook,
+        weights=(w, w_va),
     )
     timings["head_s"] = time.monotonic() - t0
     head_best = max((r["val_macro_f1"] for r in rows), default=None)
@@ -327,12 +334,12 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
         augment = None
         if on_pixels:
             tuned = assemble(backbone, head, tta_flip=False)
-            x, y, x_val = pixels[tr], y_tr, pixels[va].astype(np.float32)
+            x, y, w, x_val = pixels[tr], y_tr, w_tr, pixels[va].astype(np.float32)
             augment = augmenter(cfg.augment, cfg.train.seed)  # fresh: a warm cache skips `aug`
         else:
             inputs = keras.Input(a_tr.shape[2:], name="trunk_out")
             tuned = keras.Model(inputs, head(gap(top(inputs))), name="fine_tune")
-            (x, y), x_val = _views(cfg, y_tr, a_tr), a_va
+            (x, y, w), x_val = _views(y_tr, a_tr, w_tr), a_va
             del a_tr
         if cfg.train.quantization_aware:
             tuned = simulate_int8(tuned)
@@ -349,6 +356,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
             hook=hook,
             augment=augment,
             baseline=None if head_best is None else head_best - cfg.train.fine_tune_tolerance,
+            weights=(w, w_va),
         )
         timings["fine_tune_s"] = time.monotonic() - t0
     backbone.trainable = False
@@ -380,6 +388,7 @@ def _train_from_scratch(
         name="scratch",
         hook=hook,
         augment=augmenter(cfg.augment, cfg.train.seed),
+        weights=weights_for(ds, cfg.train.class_weights),
     )
     exported = assemble(backbone, head, tta_flip=cfg.model.tta_flip)  # the trained layers
     return Trained(model=exported, epochs=rows, timings={"scratch_s": time.monotonic() - t0})

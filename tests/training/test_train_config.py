@@ -110,3 +110,19 @@ def test_a_key_given_twice_in_a_file_is_an_error(tmp_path: Path):
     path.write_text("train: {head: {epochs: 3}}\nname: x\ntrain: {batch_size: 8}\n")
     with pytest.raises(ConfigError, match="key 'train' appears twice"):
         load_config(path)
+
+
+def test_the_default_config_publishes_a_challenger_judged_against_production():
+    cfg = load_config(CONFIGS / "default.yaml")
+    assert cfg.registry.aliases == ("candidate",)
+    assert (cfg.champion.alias, cfg.champion.metric, cfg.champion.max_drop) == (
+        "production",
+        "accuracy",
+        0.01,
+    )
+    assert cfg.champion.better_on == ("field", "union")
+    assert cfg.champion.force is None
+    assert [(s.name, s.role) for s in cfg.data.sources] == [
+        ("trashnet", "train"),
+        ("realwaste-sample", "eval"),
+    ]
