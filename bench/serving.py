@@ -267,6 +267,27 @@ print(json.dumps({"t": time.time(), "status": response["statusCode"],
 """
 
 
+BASELINE_REV = "ad63269"
+"""The serving code before this round's hardening: its handler is timed beside today's."""
+
+
+def _baseline_tree() -> Path | None:
+    """A detached worktree of BASELINE_REV under build/, made once; None outside git."""
+    tree = WORK / f"baseline-{BASELINE_REV}"
+    if (tree / "functions" / "api" / "handler.py").exists():
+        return tree
+    made = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(tree), BASELINE_REV],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        print(f"  no baseline worktree ({made.stderr.strip()[:200]})", flush=True)
+        return None
+    return tree
+
+
 def _runtime_dir() -> Path:
     """What the Lambda runtime provides beside the package: boto3 and its dependencies."""
     out = WORK / "lambda-runtime"
@@ -355,8 +376,19 @@ def cold_start(
             "POWERTOOLS_METRICS_DISABLED": "true",
         }
         runtime = _runtime_dir()
+        baseline = _baseline_tree()
         variants: dict[str, tuple[list[str], dict[str, str]]] = {
             "API, ai-edge-litert (venv)": ([PY], api_env),
+            **(
+                {
+                    f"API at {BASELINE_REV}, before hardening (venv)": (
+                        [PY],
+                        {**api_env, "CWD": str(baseline)},
+                    )
+                }
+                if baseline is not None
+                else {}
+            ),
             "API, ai-edge-litert (pruned package, no site)": (
                 [sys._base_executable, "-S"],
                 {**api_env, "PYTHONPATH": f"{package_dir}:{runtime}"},
@@ -395,10 +427,12 @@ def cold_start(
                     }
                     if child_env.pop("NO_PYC", None):  # as on Lambda with no .pyc shipped:
                         child_env["PYTHONPYCACHEPREFIX"] = f"{tmp}/pyc"  # compile every module
+                    # The baseline's code comes first on sys.path ('' is the cwd).
+                    cwd = child_env.pop("CWD", None) or (ROOT if "-S" not in command else tmp)
                     start = time.time()
                     result = subprocess.run(
                         [*command, "-c", CHILD, modules[name], str(event_file)],
-                        cwd=ROOT if "-S" not in command else tmp,
+                        cwd=cwd,
                         env=child_env,
                         capture_output=True,
                         text=True,

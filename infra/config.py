@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from infra import constants as c
+from wastesort.validation import field_errors
 
 
 class ConfigError(Exception):
@@ -193,11 +194,5 @@ def _did_you_mean(key: str, known: list[str]) -> str:
 
 
 def _explain(exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["loc"]:
-            where = ".".join(str(p) for p in err["loc"])
-            msg = f"{where}: {msg} (got {err['input']!r})"
-        lines.append(msg)
-    return "bad CDK context: " + "; ".join(lines)
+    """One line (cdk prints it as the synth error): the core's field messages joined."""
+    return "bad CDK context: " + "; ".join(field_errors(exc))
