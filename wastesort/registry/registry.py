@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wastesort.dataset import sha256_file  # one owner, stdlib only
 from wastesort.errors import (
     ConcurrentUpdateError,
     IntegrityError,
@@ -60,14 +61,6 @@ def actor() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_bytes(data: bytes, ref: ArtifactRef) -> None:
