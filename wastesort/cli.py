@@ -2,6 +2,7 @@
 
     wastesort classify PATH... [--model URI] [--json] [--top-k K]
     wastesort registry list|show|promote|rollback|history|keygen [--registry URI]
+    wastesort dataset export --captures URI --out DIR [--since DATE] [--reviewers-only]
 
 Exit codes: 0 everything succeeded, 1 some images failed, 2 a usage error or a model that
 cannot be loaded. User errors print one line, never a traceback.
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from wastesort import export
 from wastesort.errors import WastesortError
 from wastesort.preprocess import IMAGE_SUFFIXES
 
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("alias", nargs="?")
     keygen = actions.add_parser("keygen", help="write a new ed25519 signing key pair")
     keygen.add_argument("out", type=Path, help="folder for signing.pem and signing.pub")
+    export.add_parser(commands)
     return parser
 
 
@@ -79,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "classify":
             return _classify(args)
+        if args.command == "dataset":
+            return export.run(args)
         return _registry(args)
     except WastesortError as exc:
         print(f"wastesort: error: {exc.message}", file=sys.stderr)

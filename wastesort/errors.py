@@ -86,3 +86,9 @@ class ConcurrentUpdateError(RegistryError):
 
 class NotFoundError(RegistryError):
     code = "not_found"
+
+
+class NotSupportedError(RegistryError):
+    """The store cannot do this at all (an HTTP registry cannot list or write)."""
+
+    code = "not_supported"

@@ -1,4 +1,4 @@
-"""The FastAPI app: `/predict`, `/predict/batch`, `/health`, `/model/info`.
+"""The FastAPI app: `/predict`, `/predict/batch`, `/health`, `/model/info`, `/feedback`.
 
 `create_app()` builds it, once per process: uvicorn calls it (`--factory`, `make serve`) and the
 Lambda handler calls it at init (`functions.api.handler`). Nothing builds an app at import, so
@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
+from functions.api import feedback
 from functions.api import observability as obs
+from functions.api.capture import Capturer
 from functions.api.fetch import Fetcher
 from functions.api.inputs import CheckedImage, parse_batch, parse_single
 from functions.api.middleware import add_middleware
@@ -45,6 +47,7 @@ def create_app(
     *,
     classifier: Classifier | None = None,
     fetcher: Fetcher | None = None,
+    capturer: Capturer | None = None,
     load_on_startup: bool = True,
 ) -> FastAPI:
     """Build the API.
@@ -53,6 +56,7 @@ def create_app(
         settings: configuration; default from the environment.
         classifier: serve this already loaded model instead of loading `settings.model_uri`.
         fetcher: how image URLs are fetched (tests pass one over a mock transport).
+        capturer: what is captured and where (tests pass a seeded one); default from settings.
         load_on_startup: load the model in the ASGI lifespan startup (uvicorn). The Lambda
             handler loads it at init instead and runs Mangum without lifespan.
     """
@@ -65,6 +69,8 @@ def create_app(
         read_timeout=settings.url_read_timeout_s,
         total_timeout=settings.url_total_timeout_s,
     )
+
+    capturer = capturer or Capturer(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -86,9 +92,10 @@ def create_app(
     app.state.model = state
     app.state.settings = settings
     app.state.fetcher = fetcher
+    app.state.capturer = capturer
     add_middleware(app, state, settings)
     add_error_handlers(app, state)
-    _add_routes(app, state, settings, fetcher)
+    _add_routes(app, state, settings, fetcher, capturer)
     return app
 
 
@@ -101,25 +108,31 @@ def _ready(state: ModelState) -> Any:
     return ready
 
 
-def _add_routes(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher) -> None:
-    _add_predict(app, state, settings, fetcher)
+def _add_routes(
+    app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
+) -> None:
+    _add_predict(app, state, settings, fetcher, capturer)
     _add_batch(app, state, settings, fetcher)
     _add_status(app, state)
+    app.include_router(feedback.router(settings, capturer, _ready(state)))
 
 
-def _add_predict(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher) -> None:
+def _add_predict(
+    app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
+) -> None:
     ready = _ready(state)
 
     @app.post(
         "/predict",
         response_model=PredictResponse,
         summary="Classify one image",
+        response_model_exclude_none=True,
         responses=predict_answers(url_input=fetcher.enabled),
         openapi_extra=request_body(
             batch=False, batch_max=settings.batch_max, url_input=fetcher.enabled
         ),
     )
-    async def predict(request: Request) -> PredictResponse:
+    async def predict(request: Request, background: BackgroundTasks) -> PredictResponse:
         start = time.perf_counter()
         clf = await ready()
         image, top_k = await parse_single(request, limit=settings.max_body_bytes, fetcher=fetcher)
@@ -130,6 +143,7 @@ def _add_predict(app: FastAPI, state: ModelState, settings: Settings, fetcher: F
                 )
         except ImageError as exc:
             raise Problem.from_core(exc) from None
+        capture_id = capturer.schedule(background, image.data, prediction)
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         request_id = request.state.request_id
         obs.record_predictions(clf.version, [prediction], latency_ms)
@@ -144,9 +158,15 @@ def _add_predict(app: FastAPI, state: ModelState, settings: Settings, fetcher: F
                 "latency_ms": latency_ms,
                 "source": image.source if image.source.startswith("https://") else None,
                 "bytes": len(image.data),
+                "capture_id": capture_id,
             },
         )
-        return PredictResponse(**prediction.to_dict(), latency_ms=latency_ms, request_id=request_id)
+        return PredictResponse(
+            **prediction.to_dict(),
+            latency_ms=latency_ms,
+            request_id=request_id,
+            capture_id=capture_id,
+        )
 
 
 def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher) -> None:

@@ -28,3 +28,6 @@ METRIC_SHED = "ShedRequests"
 failure (no alarm rolls back on it)."""
 METRIC_CLIENT_ABORTS = "ClientAborts"
 """Requests whose client went away before the body arrived: the caller's doing, not a failure."""
+METRIC_CAPTURE_FAILURES = "CaptureFailures"
+"""Captures that could not be written (store unreachable, refused, too slow): the prediction was
+answered all the same, so this is no `PredictionErrors`."""

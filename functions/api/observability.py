@@ -35,6 +35,7 @@ from functions.api.metric_names import (
     DIM_ERROR_TYPE,
     DIM_MODEL_VERSION,
     METRIC_BY_CLASS,
+    METRIC_CAPTURE_FAILURES,
     METRIC_CLIENT_ABORTS,
     METRIC_ERRORS,
     METRIC_LATENCY,
@@ -127,6 +128,11 @@ def record_shed(version: str, count: int = 1) -> None:
 def record_client_abort(version: str) -> None:
     """A client that went away before its body arrived: not the service's failure."""
     _emit([(METRIC_CLIENT_ABORTS, MetricUnit.Count.value, 1)], {DIM_MODEL_VERSION: version})
+
+
+def record_capture_failure(version: str) -> None:
+    """A capture write that failed: the caller got its answer, the photo is lost."""
+    _emit([(METRIC_CAPTURE_FAILURES, MetricUnit.Count.value, 1)], {DIM_MODEL_VERSION: version})
 
 
 # --- tracing ---------------------------------------------------------------------------------

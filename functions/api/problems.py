@@ -58,6 +58,11 @@ KINDS: dict[str, Kind] = {
     "not-found": Kind(404, "Not found"),
     "method-not-allowed": Kind(405, "Method not allowed"),
     "request-timeout": Kind(408, "The request body did not arrive in time"),
+    # feedback on captures
+    "unknown-capture": Kind(404, "No capture has this id"),
+    "unknown-label": Kind(422, "The label is not one of the model's classes or not_waste"),
+    "capture-off": Kind(409, "This deployment does not capture images"),
+    "capture-unavailable": Kind(503, "The capture store cannot be reached; retry later"),
     # the server
     "model-unavailable": Kind(503, "The model is not loaded"),
     "overloaded": Kind(503, "The server is busy; retry after the Retry-After seconds"),
@@ -208,11 +213,13 @@ def add_error_handlers(app: FastAPI, state: ModelState) -> None:
                 "path": request.url.path,
             },
         )
-        if problem.status >= 500:
+        if problem.kind == "capture-unavailable":  # no prediction failed: not for the canary
+            obs.record_capture_failure(state.version)
+        elif problem.status >= 500:
             obs.record_failure(state.version, problem.kind)
         elif problem.kind not in ("not-found", "method-not-allowed"):
             obs.record_rejected(state.version, problem.kind)
-        if problem.kind == "model-unavailable":
+        if problem.kind in ("model-unavailable", "capture-unavailable"):
             headers = {**(headers or {}), "Retry-After": "5"}
         return problem_response(
             problem, instance=request.url.path, request_id=request_id, headers=headers

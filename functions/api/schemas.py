@@ -44,6 +44,10 @@ class PredictResponse(BaseModel):
     model_version: str
     latency_ms: float = Field(description="time spent in the API for this request")
     request_id: str
+    capture_id: str | None = Field(
+        default=None,
+        description="present when the photo was captured (`POST /feedback` takes it)",
+    )
 
 
 class BatchItem(BaseModel):

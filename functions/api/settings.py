@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from wastesort.capture import DEFAULT_SAMPLE
 from wastesort.classifier import default_model_uri
 from wastesort.preprocess import DEFAULT_MAX_PIXELS
 
@@ -66,6 +67,15 @@ class Settings(BaseSettings):
     url_connect_timeout_s: float = Field(default=3.0, gt=0)
     url_read_timeout_s: float = Field(default=5.0, gt=0)
     url_total_timeout_s: float = Field(default=10.0, gt=0)
+
+    capture_uri: str | None = None
+    """Where photos worth learning from go (a folder or `s3://bucket/prefix`); None: capture is
+    off and `/feedback` answers 409. See wastesort.capture."""
+    capture_sample: float = Field(default=DEFAULT_SAMPLE, ge=0, le=1)
+    """The fraction of decided predictions captured (every `uncertain` one is)."""
+    capture_timeout_s: float = Field(default=1.0, gt=0)
+    """Connect and read timeout of a capture write on S3, one attempt: on Lambda the caller
+    waits for it."""
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed by CORS; empty (the default) sends no CORS headers at all."""

@@ -26,6 +26,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from functions.api.app import create_app
+from functions.api.capture import Capturer
 from functions.api.fetch import Fetcher
 from functions.api.settings import Settings
 from tests.conftest import SAMPLES, sample_bytes, tiny_fields
@@ -205,10 +206,16 @@ def make_settings(**overrides: Any) -> Settings:
 def make_client(
     classifier: Classifier, upstream: FakeUpstream, no_network: None
 ) -> Iterator[Callable[..., TestClient]]:
-    """Build a TestClient over an app serving the tiny model; settings as keywords."""
+    """Build a TestClient over an app serving the tiny model; settings as keywords (and a
+    `capturer` to inject a seeded one)."""
     clients: list[TestClient] = []
 
-    def build(classifier_: Classifier | None = classifier, **overrides: Any) -> TestClient:
+    def build(
+        classifier_: Classifier | None = classifier,
+        *,
+        capturer: Capturer | None = None,
+        **overrides: Any,
+    ) -> TestClient:
         settings = make_settings(**overrides)
         fetcher = Fetcher(
             settings.url_allowlist,
@@ -216,7 +223,11 @@ def make_client(
             transport=httpx.MockTransport(upstream),
         )
         app: FastAPI = create_app(
-            settings, classifier=classifier_, fetcher=fetcher, load_on_startup=False
+            settings,
+            classifier=classifier_,
+            fetcher=fetcher,
+            capturer=capturer,
+            load_on_startup=False,
         )
         client = TestClient(app, raise_server_exceptions=False)
         clients.append(client)

@@ -29,10 +29,11 @@ EXAMPLES = ROOT / "docs" / "examples"
 
 
 @pytest.fixture(scope="module")
-def live_url(api_registry: Path) -> Iterator[str]:
+def live_url(api_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app on 127.0.0.1 through the launcher `make serve` runs (functions.api.server),
-    loading the model in its lifespan."""
-    settings = make_settings(model_uri=str(api_registry))
+    loading the model in its lifespan, with capture on (the `/feedback` example needs it)."""
+    captures = tmp_path_factory.mktemp("captures")
+    settings = make_settings(model_uri=str(api_registry), capture_uri=str(captures))
     app = create_app(settings)  # load_on_startup: the lifespan loads MODEL_URI
     with launcher.serving(app) as url:
         yield url
@@ -98,7 +99,7 @@ def test_curl_examples(live_url: str):
     for line in lines:
         run = example("bash", "-c", line, env={**os.environ, "API": live_url})
         assert run.returncode == 0, (line, run.stdout, run.stderr)
-        assert "model_version" in json.loads(run.stdout) or "results" in json.loads(run.stdout)
+        assert {"model_version", "results", "capture_id"} & set(json.loads(run.stdout)), line
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")

@@ -6,11 +6,12 @@ HTTP, so publishing and promoting stay with the S3 or local store that backs it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from wastesort.errors import NotFoundError, RegistryError
+from wastesort.errors import NotFoundError, NotSupportedError, RegistryError
 from wastesort.registry.store import MANIFEST, RegistryStore, etag_of
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -66,10 +67,18 @@ class HttpStore(RegistryStore):
         return response.content, response.headers.get("ETag") or etag_of(response.content)
 
     def write_manifest(self, data: bytes, *, expected_etag: str | None) -> None:
-        raise RegistryError(f"{self.uri} is read-only (an HTTP registry)")
+        raise NotSupportedError(f"{self.uri} is read-only (an HTTP registry)")
 
-    def put_new(self, key: str, source: Path) -> bool:
-        raise RegistryError(f"{self.uri} is read-only (an HTTP registry)")
+    def put_new(self, key: str, source: bytes | Path) -> bool:
+        raise NotSupportedError(f"{self.uri} is read-only (an HTTP registry)")
+
+    def get(self, key: str) -> bytes:
+        raise NotSupportedError(
+            f"{self.uri} is an HTTP registry: it serves the manifest and artifacts, not objects"
+        )
+
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        raise NotSupportedError(f"{self.uri} is an HTTP registry: it cannot list keys")
 
     def download(self, key: str, dest: Path) -> None:
         """Stream `key` into `dest`; the registry verifies size and sha256 afterwards."""

@@ -6,11 +6,12 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from wastesort.errors import ConcurrentUpdateError, NotFoundError
+from wastesort.errors import ConcurrentUpdateError, NotFoundError, RegistryError
 from wastesort.registry.store import MANIFEST, RegistryStore, etag_of
 
 if TYPE_CHECKING:
@@ -90,15 +91,25 @@ class LocalStore(RegistryStore):
                 raise ConcurrentUpdateError("the manifest changed since it was read")
             write_atomic(self.root / MANIFEST, data)
 
-    def put_new(self, key: str, source: Path) -> bool:
+    def put_new(self, key: str, source: bytes | Path) -> bool:
         dest = self._path(key)
         if dest.exists():
             return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot write {key} in {self.uri}: {exc}") from exc
+        # Unique per thread too: two threads of one process may write the same key at once.
+        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}-{threading.get_ident()}")
+        if isinstance(source, bytes):
+            with open(tmp, "wb") as handle:
+                handle.write(source)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         try:
             os.link(tmp, dest)  # fails if another writer created `dest` meanwhile
         except FileExistsError:
@@ -106,6 +117,27 @@ class LocalStore(RegistryStore):
         finally:
             tmp.unlink(missing_ok=True)
         return True
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFoundError(f"{key} is not in {self.uri}") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read {key} in {self.uri}: {exc}") from exc
+
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        # Walk only the folder the prefix names (`captures/api/2026/` -> that folder).
+        folder = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
+        if not folder.is_dir():
+            return iter(())
+        keys = []
+        for path in folder.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            hidden = any(part.startswith(".") for part in PurePosixPath(key).parts)
+            if not hidden and key.startswith(prefix) and key > start_after and path.is_file():
+                keys.append(key)
+        return iter(sorted(keys))
 
     def download(self, key: str, dest: Path) -> None:
         try:

@@ -1,12 +1,13 @@
 """A registry under `s3://bucket/prefix`, made safe for concurrent writers by S3 itself.
 
 The manifest is replaced only with `IfMatch` on the ETag that was read (or `IfNoneMatch: *`
-when it is new), and artifacts are written with `IfNoneMatch: *`, so S3 refuses with 412
-whatever would lose an update or overwrite a published file.
+when it is new), and artifacts, captures and labels are written with `IfNoneMatch: *`, so S3
+refuses with 412 whatever would lose an update or overwrite a written object.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +71,49 @@ class S3Store(RegistryStore):
                 raise ConcurrentUpdateError("the manifest changed since it was read") from exc
             raise RegistryError(f"cannot write {self.uri}/{MANIFEST}: {exc}") from exc
 
-    def put_new(self, key: str, source: Path) -> bool:
+    def put_new(self, key: str, source: bytes | Path) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
         try:
-            with open(source, "rb") as body:
+            if isinstance(source, bytes):
                 self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*"
+                    Bucket=self.bucket, Key=self._key(key), Body=source, IfNoneMatch="*"
                 )
+            else:
+                with open(source, "rb") as body:
+                    self.client.put_object(
+                        Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*"
+                    )
         except (ClientError, BotoCoreError) as exc:
             if _code(exc) in _CONFLICT:
                 return False
             raise RegistryError(f"cannot upload {key} to {self.uri}: {exc}") from exc
         return True
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                raise NotFoundError(f"{key} is not in {self.uri}") from None
+            raise RegistryError(f"cannot read {key} from {self.uri}: {exc}") from exc
+
+    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        base = f"{self.prefix}/" if self.prefix else ""
+        params = {"Bucket": self.bucket, "Prefix": base + prefix}
+        if start_after:
+            params["StartAfter"] = base + start_after
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**params):
+                for item in page.get("Contents", ()):
+                    yield item["Key"].removeprefix(base)
+        except (ClientError, BotoCoreError) as exc:
+            raise RegistryError(f"cannot list {prefix!r} in {self.uri}: {exc}") from exc
 
     def download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415

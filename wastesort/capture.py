@@ -1,0 +1,354 @@
+"""The capture store: field photos worth learning from, and the labels people give them.
+
+Layout, on any registry store back-end (a local folder or `s3://bucket/prefix`):
+
+    captures/<source>/<yyyy>/<mm>/<dd>/<capture_id>.jpg   the photo, re-encoded, no metadata
+    captures/<source>/<yyyy>/<mm>/<dd>/<capture_id>.json  the prediction record (`Capture`)
+    labels/<capture_id>/<time>-<uuid>.json                 one label event each (`LabelEvent`)
+
+Every object is written once (`RegistryStore.put_new`) and never replaced: a new label is a new
+event and the latest one wins, so nothing a person said is lost and two writers never collide.
+A capture id carries its time and source, so finding a capture is one GET, never a scan. No IP
+address, API key or EXIF ever reaches the store: the API and the edge pass only what is here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from PIL import Image
+
+from wastesort.errors import NotFoundError, RegistryError
+from wastesort.preprocess import DEFAULT_MAX_PIXELS, load_image
+from wastesort.registry.store import RegistryStore
+from wastesort.scoring import UNCERTAIN
+
+CAPTURES = "captures"
+LABELS = "labels"
+NOT_WASTE = "not_waste"
+"""The one label beside the model's classes: the photo shows no waste at all."""
+DEFAULT_SAMPLE = 0.02
+"""The fraction of decided predictions kept (every `uncertain` one is kept)."""
+MAX_SIDE = 1024
+"""Captures are shrunk to fit this many pixels a side: enough to relabel and retrain on (the
+model sees 256x192), small enough to keep storage and upload cost low."""
+JPEG_QUALITY = 88
+API_SOURCE = "api"
+
+REASONS = ("uncertain", "sampled", "feedback")
+LABEL_SOURCES = ("review", "feedback")
+
+_SOURCE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_ID = re.compile(rf"^(?P<time>\d{{8}}T\d{{6}}Z)-(?P<rand>[0-9a-f]{{12}})-(?P<source>{_SOURCE})$")
+_TIME = "%Y%m%dT%H%M%SZ"
+
+
+class CaptureError(RegistryError):
+    code = "capture_error"
+
+
+class UnknownCaptureError(CaptureError, NotFoundError):
+    """No capture has this id (or the id is not one this store could have made)."""
+
+    code = "unknown_capture"
+
+
+# --- ids and keys ------------------------------------------------------------------------------
+
+
+def new_id(source: str, *, now: datetime | None = None) -> str:
+    """`<yyyymmddThhmmssZ>-<12 hex>-<source>`: sorts by time, names its folder, unguessable.
+
+    Raises:
+        CaptureError: `source` is not a safe name (letters, digits, `_`, `-`; at most 64).
+    """
+    if not re.fullmatch(_SOURCE, source):
+        raise CaptureError(f"capture source {source!r} must match {_SOURCE}")
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(_TIME)
+    return f"{stamp}-{uuid.uuid4().hex[:12]}-{source}"
+
+
+def parse_id(capture_id: str) -> tuple[datetime, str]:
+    """(time, source) of a capture id.
+
+    Raises:
+        UnknownCaptureError: not an id this module makes (so it names no object).
+    """
+    match = _ID.match(capture_id) if isinstance(capture_id, str) else None
+    if not match:
+        raise UnknownCaptureError(f"{capture_id!r} is not a capture id")
+    when = datetime.strptime(match["time"], _TIME).replace(tzinfo=UTC)
+    return when, match["source"]
+
+
+def key_of(capture_id: str) -> str:
+    """The key of a capture without its extension: `captures/<source>/<yyyy>/<mm>/<dd>/<id>`."""
+    when, source = parse_id(capture_id)
+    return f"{CAPTURES}/{source}/{when:%Y/%m/%d}/{capture_id}"
+
+
+# --- what is captured -------------------------------------------------------------------------
+
+
+@dataclass
+class Sampler:
+    """Which predictions are kept: every `uncertain` one, and `fraction` of the decided ones.
+
+    `rng` is injectable so tests (and a reproducible replay) get the same choices.
+    """
+
+    fraction: float = DEFAULT_SAMPLE
+    rng: random.Random = field(default_factory=random.Random)
+
+    def reason(self, decision: str) -> str | None:
+        """`uncertain`, `sampled`, or None (not captured)."""
+        if decision == UNCERTAIN:
+            return "uncertain"
+        if self.fraction > 0 and self.rng.random() < self.fraction:
+            return "sampled"
+        return None
+
+
+def sanitize(
+    data: bytes, *, max_side: int = MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> bytes:
+    """The photo as a fresh JPEG: upright, RGB, at most `max_side` a side, and without any
+    metadata (EXIF, GPS, comments, ICC): only pixels leave the caller.
+
+    Raises:
+        ImageError: the bytes do not decode (the API has already refused such images).
+    """
+    image = load_image(data, max_pixels=max_pixels, draft_size=(max_side, max_side))
+    image.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue()
+
+
+# --- the records --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The prediction record beside a captured photo (`<id>.json`)."""
+
+    id: str
+    time: str
+    source: str
+    """`api`, or the device id of a bin."""
+    model_version: str
+    predicted_class: str
+    confidence: float
+    all_confidences: dict[str, float]
+    decision: str
+    reason: str
+    """Why it was kept: `uncertain`, `sampled` or `feedback`."""
+    sha256: str
+    """Of the stored (re-encoded) JPEG."""
+    bytes: int
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Capture:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def day(self) -> str:
+        return self.time[:10]
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One person's (or caller's) label for a capture; the latest event wins."""
+
+    capture_id: str
+    label: str
+    by: str
+    source: str
+    """`review` (a reviewer) or `feedback` (a caller of the API)."""
+    time: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+class CaptureStore:
+    """Captures and label events over one `RegistryStore` (see the module docstring)."""
+
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+        self.uri = store.uri
+
+    @classmethod
+    def from_uri(cls, uri: str, *, timeout_s: float | None = None) -> CaptureStore:
+        """A capture store on a folder or `s3://bucket/prefix`.
+
+        Args:
+            timeout_s: for S3, bound every call (connect and read) and make one attempt only:
+                a request path waits for a capture write, and must not wait long.
+        """
+        if uri.startswith("s3://"):
+            from wastesort.registry.s3 import S3Store  # noqa: PLC0415
+
+            client = None
+            if timeout_s is not None:
+                import boto3  # noqa: PLC0415
+                from botocore.config import Config  # noqa: PLC0415
+
+                config = Config(
+                    connect_timeout=timeout_s,
+                    read_timeout=timeout_s,
+                    # total: the first attempt included (botocore's `max_attempts` counts retries)
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                )
+                client = boto3.client("s3", config=config)
+            return cls(S3Store(uri, client=client))
+        if "://" in uri and not uri.startswith("file://"):
+            raise CaptureError(f"captures go to a folder or s3://bucket/prefix, not {uri!r}")
+        from wastesort.registry.local import LocalStore  # noqa: PLC0415
+
+        return cls(LocalStore(uri.removeprefix("file://")))
+
+    def _put(self, key: str, data: bytes) -> None:
+        if not self.store.put_new(key, data):
+            raise CaptureError(f"{key} already exists in {self.uri} (objects are write-once)")
+
+    def save(
+        self,
+        image: bytes,
+        prediction: Any,
+        *,
+        reason: str,
+        capture_id: str | None = None,
+        source: str = API_SOURCE,
+        now: datetime | None = None,
+    ) -> Capture:
+        """Re-encode the photo and write it with its record: the photo first, so a record
+        never names a missing photo.
+
+        Args:
+            prediction: a `Prediction` (or anything with its fields).
+            reason: `uncertain`, `sampled` or `feedback`.
+            capture_id: an id made earlier by `new_id` (the API answers it before the write).
+
+        Raises:
+            ImageError: the photo does not decode. RegistryError: the store refused the write.
+        """
+        if reason not in REASONS:
+            raise CaptureError(f"reason {reason!r} is not one of {', '.join(REASONS)}")
+        capture_id = capture_id or new_id(source, now=now)
+        when, source = parse_id(capture_id)
+        clean = sanitize(image)
+        width, height = Image.open(io.BytesIO(clean)).size  # the header only, no decode
+        record = Capture(
+            id=capture_id,
+            time=_iso(now or when),
+            source=source,
+            model_version=prediction.model_version,
+            predicted_class=prediction.predicted_class,
+            confidence=prediction.confidence,
+            all_confidences=dict(prediction.all_confidences),
+            decision=prediction.decision,
+            reason=reason,
+            sha256=hashlib.sha256(clean).hexdigest(),
+            bytes=len(clean),
+            width=width,
+            height=height,
+        )
+        key = key_of(capture_id)
+        self._put(f"{key}.jpg", clean)
+        self._put(f"{key}.json", json.dumps(record.to_dict(), indent=1).encode())
+        return record
+
+    def record(self, capture_id: str) -> Capture:
+        """Raises: UnknownCaptureError: no such capture. RegistryError: the store failed."""
+        try:
+            data = self.store.get(f"{key_of(capture_id)}.json")
+        except UnknownCaptureError:
+            raise
+        except NotFoundError:
+            raise UnknownCaptureError(f"no capture {capture_id} in {self.uri}") from None
+        try:
+            return Capture.from_dict(json.loads(data))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"the record of {capture_id} is unreadable: {exc}") from exc
+
+    def image(self, capture_id: str) -> bytes:
+        try:
+            return self.store.get(f"{key_of(capture_id)}.jpg")
+        except UnknownCaptureError:
+            raise
+        except NotFoundError:
+            raise UnknownCaptureError(f"no capture {capture_id} in {self.uri}") from None
+
+    def add_label(
+        self,
+        capture_id: str,
+        label: str,
+        *,
+        by: str,
+        source: str,
+        now: datetime | None = None,
+    ) -> LabelEvent:
+        """Append a label event (the capture's existence is the caller's to check)."""
+        if source not in LABEL_SOURCES:
+            raise CaptureError(f"label source {source!r} is not one of {', '.join(LABEL_SOURCES)}")
+        parse_id(capture_id)
+        now = now or datetime.now(UTC)
+        event = LabelEvent(capture_id, label, by, source, _iso(now))
+        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        key = f"{LABELS}/{capture_id}/{stamp}-{uuid.uuid4().hex}.json"
+        self._put(key, json.dumps(event.to_dict()).encode())
+        return event
+
+    def _event(self, key: str) -> LabelEvent:
+        fields = json.loads(self.store.get(key))
+        return LabelEvent(**{k: fields[k] for k in LabelEvent.__dataclass_fields__})
+
+    def labels(self, capture_id: str) -> list[LabelEvent]:
+        """Every label event of a capture, oldest first (keys sort by time)."""
+        parse_id(capture_id)
+        return [self._event(key) for key in self.store.list(f"{LABELS}/{capture_id}/")]
+
+    def all_labels(self) -> dict[str, list[LabelEvent]]:
+        """capture id -> its label events, oldest first: one listing for a whole export."""
+        out: dict[str, list[LabelEvent]] = {}
+        for key in self.store.list(f"{LABELS}/"):
+            if key.endswith(".json"):
+                event = self._event(key)
+                out.setdefault(event.capture_id, []).append(event)
+        return out
+
+    def captures(self, *, since: date | None = None) -> Iterator[Capture]:
+        """Every capture record, by source then time; `since` skips older days (by key)."""
+        for key in self.store.list(f"{CAPTURES}/"):
+            if not key.endswith(".json"):
+                continue
+            capture_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+            try:
+                when, _ = parse_id(capture_id)
+            except UnknownCaptureError:
+                continue  # not ours (a stray file); never fatal for an export
+            if since is not None and when.date() < since:
+                continue
+            yield self.record(capture_id)
