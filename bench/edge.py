@@ -134,7 +134,7 @@ def in_process_runner(model: str, folder: Path, threads: int, work: Path) -> Any
     """A runner as `python -m edge run --once` builds it, its log actuator logging at INFO
     (to /dev/null, as the journal would take it)."""
     from edge.config import load_config
-    from edge.runner import build_runner
+    from edge.wiring import build_runner
 
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
     logging.getLogger("edge").addHandler(handler)

@@ -10,6 +10,7 @@
 3. Package size unzipped: pruned vs unpruned vs the same package built on TensorFlow.
 4. Overload (`bench.overload`): 1/8/32/64 clients, with and without the limit in flight.
 5. Memory (`bench.memory`): peak RSS for one 39.7 MP RGBA PNG, today's code and the code before.
+6. Capture (`bench.capture`): the Lambda handler's p50/p99 with capture off and on (S3 on moto).
 
     python -m bench.serving [--model URI --keras PATH] [--quick]
 
@@ -548,6 +549,13 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def capture_part(model_uri: str, body: bytes, *, quick: bool) -> dict[str, Any]:
+    print("capture on vs off, Lambda handler path ...", flush=True)
+    from bench import capture
+
+    return capture.run(model_uri, body, rounds=2 if quick else 6)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__)
     parser.add_argument("--model", help="registry URI of the TFLite model (default: stand-in)")
@@ -558,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         nargs="*",
         default=[],
-        choices=["http", "cold", "package", "overload", "memory"],
+        choices=["http", "cold", "package", "overload", "memory", "capture"],
     )
     args = parser.parse_args(argv or [])
     if bool(args.model) != bool(args.keras):
@@ -606,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import memory
 
         result["memory"] = memory.measure()
+    if "capture" not in args.skip:
+        result["capture"] = capture_part(model_uri, body, quick=args.quick)
     RESULTS.mkdir(parents=True, exist_ok=True)
     previous = RESULTS / "serving.json"
     if args.skip and previous.exists():  # a partial run keeps the other parts' last results
@@ -614,9 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     if {"http", "cold_start"} <= set(result):
         print()
         print(table(result))
-    from bench import memory, overload
+    from bench import capture, memory, overload
 
-    for part, module in (("overload", overload), ("memory", memory)):
+    for part, module in (("overload", overload), ("memory", memory), ("capture", capture)):
         if part in result:
             print()
             print(module.table(result[part]))

@@ -91,7 +91,7 @@ def _status(config: EdgeConfig) -> int:
 
 
 def _run(config: EdgeConfig, args: argparse.Namespace) -> int:
-    from edge.runner import build_runner  # noqa: PLC0415  (the runtime loads only to run)
+    from edge.wiring import build_runner  # noqa: PLC0415  (the runtime loads only to run)
     from wastesort.errors import WastesortError  # noqa: PLC0415
 
     try:

@@ -10,6 +10,7 @@ start with one readable message.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from contextvars import ContextVar
 from pathlib import Path
@@ -23,6 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from wastesort.capture import DEFAULT_SAMPLE
+from wastesort.capture import SOURCE_PATTERN as CAPTURE_SOURCE
 from wastesort.scoring import UNCERTAIN
 from wastesort.validation import explain
 
@@ -189,6 +192,21 @@ class TelemetryConfig(_Section):
     at one fsync per decision."""
 
 
+class CaptureConfig(_Section):
+    """Keep photos worth learning from (docs/edge.md, "Capture"): off unless enabled."""
+
+    enabled: bool = False
+    sample: float = Field(default=DEFAULT_SAMPLE, ge=0, le=1)
+    """The fraction of decided items kept; every `uncertain` one is kept."""
+    upload_to: str | None = None
+    """The capture store: `s3://<capture bucket>` (objects go to `captures/<device id>/...`,
+    which is what the device role may write) or an `https://` endpoint; None keeps the
+    captures in the local queue."""
+    max_captures: int = Field(default=1000, ge=1)
+    """The queue's bound for captures (about 100 KB each); the oldest beyond it are evicted,
+    counted and reported, like events."""
+
+
 class HealthConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
 
@@ -205,8 +223,20 @@ class EdgeConfig(BaseSettings):
     decide: DecideConfig = Field(default_factory=DecideConfig)
     actuators: list[ActuatorConfig] = Field(default_factory=lambda: [LogActuatorConfig()])
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _capture_needs_the_queue(self) -> EdgeConfig:
+        if self.capture.enabled and not self.telemetry.enabled:
+            raise ValueError("capture needs telemetry enabled (captures join its queue)")
+        if self.capture.enabled and not re.fullmatch(CAPTURE_SOURCE, self.device_id):
+            raise ValueError(
+                f"capture names captures by the device id: {self.device_id!r} must match "
+                f"{CAPTURE_SOURCE} (no dots)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -39,6 +39,11 @@ def file_key(relative: str, size: int, mtime_ns: int) -> str:
     return f"{relative}\0{size}\0{mtime_ns}"
 
 
+def file_mtime(key: str) -> float:
+    """The mtime (seconds) recorded in a `file_key`: when the photo was written."""
+    return int(key.rsplit("\0", 1)[1]) / 1e9
+
+
 def event_id(device_id: str, key: str, model_version: str) -> str:
     """The same file decided by the same model on the same device: the same id (a uuid5, in
     the 32 hex digits of the random ones)."""

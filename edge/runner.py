@@ -13,22 +13,23 @@ import signal
 import sqlite3
 import threading
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from edge.actuators import Actuator, build_actuators
+from edge.actuators import Actuator
+from edge.capture import EdgeCapture, QueuedCapture
 from edge.config import EdgeConfig
 from edge.decide import Debouncer, Decision
-from edge.decided import DecidedFiles, event_id, open_decided
+from edge.decided import DecidedFiles, event_id
 from edge.first_model import FirstModel, start_model
 from edge.health import Health
-from edge.sources import Frame, Source, open_source
+from edge.sources import Frame, Source
 from edge.stats import Stats
 from edge.systemd import Watchdog
-from edge.telemetry import Sink, TelemetryQueue, Uploader, open_telemetry, telemetry_status
+from edge.telemetry import Sink, TelemetryQueue, Uploader, telemetry_status
 from edge.updater import Updater, describe
 from wastesort.classifier import Classifier, Prediction
 from wastesort.errors import ImageError
@@ -52,6 +53,7 @@ class Runner:
         telemetry_error: str | None = None,
         sink: Sink | None = None,
         decided: DecidedFiles | None = None,
+        capture: EdgeCapture | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -65,6 +67,9 @@ class Runner:
         """Where heartbeats go: also without a queue, so the fleet hears of a full disk."""
         self.decided = decided
         """The files decided (a watched folder skips them after a restart)."""
+        self.capture = capture
+        """Chooses the photos kept with their decision (`capture:`); None when off."""
+        self._frame: Frame | None = None
         self.once = once
         self.watchdog = watchdog or Watchdog()
         self.stop = threading.Event()
@@ -146,6 +151,7 @@ class Runner:
             self._item, self._item_source, self._item_key = frame.item, frame.name, frame.key
         elif frame.item and self._decided_item == frame.item:
             return None  # the rest of a burst whose item is already decided
+        self._frame = frame  # the photo a capture of this item keeps
         t0 = time.perf_counter()
         if frame.data is not None:
             image = clf.decode(frame.data)
@@ -224,13 +230,24 @@ class Runner:
             accelerator="edgetpu" if clf.runtime.delegate else "cpu",
         )
         same_id = event_id(self.config.device_id, key, decision.model_version) if key else None
+        same_id = same_id or uuid.uuid4().hex
         try:
-            self.queue.record(event, event_id=same_id)
+            self.queue.record(event, event_id=same_id, capture=self._capture(decision, same_id))
         except (sqlite3.Error, OSError) as exc:  # a full disk must not stop the sorting
             self.stats.telemetry_errors += 1
             self._error(f"telemetry not recorded: {type(exc).__name__}: {exc}")
             return False
         return True
+
+    def _capture(self, decision: Decision, same_id: str) -> QueuedCapture | None:
+        """The decision's capture, if kept; a photo that cannot be kept never costs a decision."""
+        if self.capture is None or self._frame is None:
+            return None
+        try:
+            return self.capture.take(decision, self._frame, same_id)
+        except Exception as exc:
+            self._error(f"{self._frame.name}: not captured: {type(exc).__name__}: {exc}")
+            return None
 
     def handle(self, frame: Frame) -> None:
         """Process a frame as the loop does: a bad image is counted, a model failing on
@@ -354,44 +371,3 @@ class Runner:
             self.decided.close()
         summary = self.stats.summary()
         log.info("stopped: %s", json.dumps(summary))
-
-
-def build_runner(
-    config: EdgeConfig,
-    *,
-    once: bool = False,
-    pin_factory: Any = None,
-    console: bool | None = None,
-    updater: Updater | None = None,
-    sink: Any = None,
-) -> Runner:
-    """Wire a runner from config (tests pass a mock pin factory, a registry or a sink)."""
-    state = Path(config.state_dir)
-    state.mkdir(parents=True, exist_ok=True)
-    updater = updater or Updater(config.model, state)
-    folder = config.source.kind == "folder"
-    decided = open_decided(state, durability=config.telemetry.durability) if folder else None
-    source = open_source(
-        config.source,
-        once=once,
-        burst=config.decide.frames,
-        pin_factory=pin_factory,
-        decided=decided,
-    )
-    telemetry = open_telemetry(config.telemetry, state, device_id=config.device_id, sink=sink)
-    actuators = build_actuators(
-        config.actuators, device_id=config.device_id, pin_factory=pin_factory, console=console
-    )
-    return Runner(
-        config,
-        source=source,
-        updater=updater,
-        actuators=actuators,
-        queue=telemetry.queue,
-        uploader=telemetry.uploader,
-        once=once,
-        per_file=config.source.kind != "camera",
-        telemetry_error=telemetry.error,
-        sink=telemetry.sink,
-        decided=decided,
-    )

@@ -87,6 +87,14 @@ class InfraConfig(BaseModel):
     waf_acl_arn: str | None = Field(default=None, pattern=c.WAF_ARN_PATTERN)
     waf_managed: bool = False
 
+    capture: bool = False
+    """The API keeps photos worth learning from in the capture bucket (`API_CAPTURE_URI`)."""
+    capture_sample: float | None = Field(default=None, ge=0, le=1)
+    """The API's sampled fraction of decided predictions (`API_CAPTURE_SAMPLE`); unset: the
+    API's default (0.02)."""
+    capture_expire_days: int = Field(default=30, ge=1, le=3650)
+    """Days an unlabelled capture (tag `labelled=false`) is kept."""
+
     alarm_email: str | None = Field(default=None, pattern=c.EMAIL_PATTERN)
     alarm_5xx_rate: float = Field(default=0.05, gt=0, lt=1)
     alarm_p99_ms: int = Field(default=3000, ge=50)
@@ -134,6 +142,8 @@ class InfraConfig(BaseModel):
                 "set exactly one of model_version (a pinned version: each change is a canary "
                 "deployment) or model_alias (the API follows the alias at cold start)"
             )
+        if self.capture_sample is not None and not self.capture:
+            raise ValueError("capture_sample needs capture=true")
         if self.waf_acl_arn and self.waf_managed:
             raise ValueError("set waf_acl_arn (associate an existing web ACL) or waf_managed")
         return self

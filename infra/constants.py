@@ -27,6 +27,8 @@ ENV_TARGET_VERSION_ARN = "TARGET_VERSION_ARN"
 ENV_EXPECTED_VERSION = "EXPECTED_MODEL_VERSION"
 ENV_CORS_ORIGINS = "API_CORS_ORIGINS"
 ENV_URL_ALLOWLIST = "API_URL_ALLOWLIST"
+ENV_CAPTURE_URI = "API_CAPTURE_URI"
+ENV_CAPTURE_SAMPLE = "API_CAPTURE_SAMPLE"
 CACHE_DIR = "/tmp/wastesort"  # noqa: S108 - Lambda's only writable path
 
 # The API's EMF metrics (namespace, dimensions, names), defined once beside the code that emits
@@ -51,6 +53,15 @@ PUBLIC_PATHS = ("docs", "openapi.json")
 TELEMETRY_PREFIX = "telemetry"
 IOT_CREDENTIALS_PRINCIPAL = "credentials.iot.amazonaws.com"
 THING_NAME_VARIABLE = "${credentials-iot:ThingName}"
+
+# Captures (wastesort/capture.py, edge/capture.py): the store is the capture bucket's root, so
+# photos and records are under `captures/<source>/...` (source `api` or a thing name) and
+# label events under `labels/`; a capture is tagged `labelled=false` when written and
+# `labelled=true` once labelled, and the lifecycle rule expires the `false` ones.
+CAPTURE_PREFIX = "captures"
+LABELS_PREFIX = "labels"
+CAPTURE_TAG = "labelled"
+CAPTURE_TAG_UNLABELLED = "false"
 
 # Log retention CloudWatch accepts (days) and the `aws_logs.RetentionDays` member for each.
 LOG_RETENTION = {

@@ -11,6 +11,7 @@ from constructs import Construct
 from infra.config import InfraConfig
 from infra.constructs.api import RestApi
 from infra.constructs.buckets import access_log_bucket
+from infra.constructs.captures import Captures
 from infra.constructs.devices import Devices
 from infra.constructs.log_groups import provider_log_groups
 from infra.constructs.model_bucket import ModelBucket
@@ -19,7 +20,8 @@ from infra.constructs.serving import Serving
 
 
 class WastesortStack(Stack):
-    """Registry bucket → Lambda (+ canary) → REST API, watched by alarms; devices beside it.
+    """Registry bucket → Lambda (+ canary) → REST API, watched by alarms; devices and the
+    capture bucket beside it.
 
     With `registry_only` it stops after the buckets and device access: a new stage's first
     step, so a model can be published before the API's first deployment replays its golden set.
@@ -40,8 +42,16 @@ class WastesortStack(Stack):
         self.devices = Devices(
             self, "Devices", name=config.stack_name, models=self.models, access_logs=access_logs
         )
+        self.captures = Captures(
+            self,
+            "Captures",
+            access_logs=access_logs,
+            expire_days=config.capture_expire_days,
+            device_role=self.devices.role,
+        )
         self._output(
             RegistryBucket=self.models.bucket.bucket_name,
+            CaptureBucket=self.captures.bucket.bucket_name,
             RegistryPrefix=self.models.prefix,
             TelemetryBucket=self.devices.telemetry.bucket_name,
             DeviceRoleAlias=self.devices.role_alias.role_alias or "",
@@ -51,6 +61,8 @@ class WastesortStack(Stack):
             return
         code = lambda_.Code.from_asset(str(config.package))
         self.serving = Serving(self, "Serving", config=config, code=code, models=self.models)
+        if config.capture:
+            self.captures.grant_api(self.serving.function, sample=config.capture_sample)
         self.api = RestApi(self, "Api", config=config, target=self.serving.alias)
         self.monitoring = Monitoring(
             self, "Monitoring", config=config, stage=self.api.stage, serving=self.serving

@@ -10,6 +10,10 @@ Every object is written once (`RegistryStore.put_new`) and never replaced: a new
 event and the latest one wins, so nothing a person said is lost and two writers never collide.
 A capture id carries its time and source, so finding a capture is one GET, never a scan. No IP
 address, API key or EXIF ever reaches the store: the API and the edge pass only what is here.
+
+On S3 a capture's photo and record are tagged `labelled=false` when written and `labelled=true`
+when a label event is added: the bucket's lifecycle rule expires unlabelled captures after N days
+(infra/constructs/captures.py), so what a person labelled is kept.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from PIL import Image
 
 from wastesort.errors import NotFoundError, RegistryError
 from wastesort.preprocess import DEFAULT_MAX_PIXELS, load_image
+from wastesort.registry.s3 import CONFLICT_CODES, S3Store, error_code
 from wastesort.registry.store import RegistryStore
 from wastesort.scoring import UNCERTAIN
 
@@ -43,11 +48,18 @@ MAX_SIDE = 1024
 model sees 256x192), small enough to keep storage and upload cost low."""
 JPEG_QUALITY = 88
 API_SOURCE = "api"
+LABELLED_TAG = "labelled"
+"""The S3 object tag a capture carries (`false` when written, `true` once labelled); the
+bucket's lifecycle rule expires `labelled=false` captures (infra/constructs/captures.py)."""
+UNLABELLED = f"{LABELLED_TAG}=false"
+"""The tag of a capture as written: S3's `Tagging` header (the edge uploads with it too)."""
 
 REASONS = ("uncertain", "sampled", "feedback")
 LABEL_SOURCES = ("review", "feedback")
 
-_SOURCE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+SOURCE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+"""What a capture's source (`api`, a device id) may be: it names a folder and ends an id."""
+_SOURCE = SOURCE_PATTERN
 _ID = re.compile(rf"^(?P<time>\d{{8}}T\d{{6}}Z)-(?P<rand>[0-9a-f]{{12}})-(?P<source>{_SOURCE})$")
 _TIME = "%Y%m%dT%H%M%SZ"
 
@@ -65,16 +77,23 @@ class UnknownCaptureError(CaptureError, NotFoundError):
 # --- ids and keys ------------------------------------------------------------------------------
 
 
-def new_id(source: str, *, now: datetime | None = None) -> str:
+def new_id(source: str, *, now: datetime | None = None, unique: str | None = None) -> str:
     """`<yyyymmddThhmmssZ>-<12 hex>-<source>`: sorts by time, names its folder, unguessable.
 
+    Args:
+        unique: the 12 hex digits (default: random). A caller that must make the same id again
+            (a bin deciding a file again after a crash) passes its own, with the same `now`.
+
     Raises:
-        CaptureError: `source` is not a safe name (letters, digits, `_`, `-`; at most 64).
+        CaptureError: `source` is not a safe name (letters, digits, `_`, `-`; at most 64), or
+            `unique` is not 12 lowercase hex digits.
     """
     if not re.fullmatch(_SOURCE, source):
         raise CaptureError(f"capture source {source!r} must match {_SOURCE}")
+    if unique is not None and not re.fullmatch(r"[0-9a-f]{12}", unique):
+        raise CaptureError(f"{unique!r} is not 12 lowercase hex digits")
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime(_TIME)
-    return f"{stamp}-{uuid.uuid4().hex[:12]}-{source}"
+    return f"{stamp}-{unique or uuid.uuid4().hex[:12]}-{source}"
 
 
 def parse_id(capture_id: str) -> tuple[datetime, str]:
@@ -119,15 +138,21 @@ class Sampler:
 
 
 def sanitize(
-    data: bytes, *, max_side: int = MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes | Image.Image, *, max_side: int = MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> bytes:
     """The photo as a fresh JPEG: upright, RGB, at most `max_side` a side, and without any
     metadata (EXIF, GPS, comments, ICC): only pixels leave the caller.
 
+    Args:
+        data: encoded bytes, or an RGB image already decoded (a camera frame on the edge).
+
     Raises:
         ImageError: the bytes do not decode (the API has already refused such images).
     """
-    image = load_image(data, max_pixels=max_pixels, draft_size=(max_side, max_side))
+    if isinstance(data, Image.Image):
+        image = data.convert("RGB")  # a copy: the caller's image is left as it was
+    else:
+        image = load_image(data, max_pixels=max_pixels, draft_size=(max_side, max_side))
     image.thumbnail((max_side, max_side))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
@@ -189,7 +214,65 @@ def _iso(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def prepare(
+    image: bytes | Image.Image,
+    prediction: Any,
+    *,
+    reason: str,
+    capture_id: str,
+    now: datetime | None = None,
+) -> tuple[Capture, bytes]:
+    """The record and the re-encoded photo of a capture, without writing anything: what
+    `CaptureStore.save` writes, and what a bin queues to upload later under `key_of(id)`.
+
+    Raises:
+        CaptureError: a bad reason or id. ImageError: the photo does not decode.
+    """
+    if reason not in REASONS:
+        raise CaptureError(f"reason {reason!r} is not one of {', '.join(REASONS)}")
+    when, source = parse_id(capture_id)
+    clean = sanitize(image)
+    width, height = Image.open(io.BytesIO(clean)).size  # the header only, no decode
+    record = Capture(
+        id=capture_id,
+        time=_iso(now or when),
+        source=source,
+        model_version=prediction.model_version,
+        predicted_class=prediction.predicted_class,
+        confidence=prediction.confidence,
+        all_confidences=dict(prediction.all_confidences),
+        decision=prediction.decision,
+        reason=reason,
+        sha256=hashlib.sha256(clean).hexdigest(),
+        bytes=len(clean),
+        width=width,
+        height=height,
+    )
+    return record, clean
+
+
+def record_bytes(record: Capture) -> bytes:
+    """A record as stored (`<id>.json`)."""
+    return json.dumps(record.to_dict(), indent=1).encode()
+
+
 # --- the store ------------------------------------------------------------------------------------
+
+
+def _put_tagged(store: S3Store, key: str, data: bytes) -> bool:
+    """`S3Store.put_new` with the capture's `labelled=false` tag (the lifecycle rule's filter)."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    full = f"{store.prefix}/{key}" if store.prefix else key
+    try:
+        store.client.put_object(
+            Bucket=store.bucket, Key=full, Body=data, IfNoneMatch="*", Tagging=UNLABELLED
+        )
+    except (ClientError, BotoCoreError) as exc:
+        if error_code(exc) in CONFLICT_CODES:  # S3Store.put_new's rule: already written
+            return False
+        raise RegistryError(f"cannot upload {key} to {store.uri}: {exc}") from exc
+    return True
 
 
 class CaptureStore:
@@ -208,8 +291,6 @@ class CaptureStore:
                 a request path waits for a capture write, and must not wait long.
         """
         if uri.startswith("s3://"):
-            from wastesort.registry.s3 import S3Store  # noqa: PLC0415
-
             client = None
             if timeout_s is not None:
                 import boto3  # noqa: PLC0415
@@ -229,9 +310,29 @@ class CaptureStore:
 
         return cls(LocalStore(uri.removeprefix("file://")))
 
-    def _put(self, key: str, data: bytes) -> None:
-        if not self.store.put_new(key, data):
+    def _put(self, key: str, data: bytes, *, tagged: bool = False) -> None:
+        """Write once; on S3 a capture's objects carry `labelled=false` (`tagged`)."""
+        if tagged and isinstance(self.store, S3Store):
+            written = _put_tagged(self.store, key, data)
+        else:
+            written = self.store.put_new(key, data)
+        if not written:
             raise CaptureError(f"{key} already exists in {self.uri} (objects are write-once)")
+
+    def _mark_labelled(self, capture_id: str) -> None:
+        """On S3, re-tag the capture `labelled=true`, so the lifecycle rule keeps it."""
+        if not isinstance(self.store, S3Store):
+            return
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        store, key = self.store, key_of(capture_id)
+        tags = {"TagSet": [{"Key": LABELLED_TAG, "Value": "true"}]}
+        for suffix in (".jpg", ".json"):
+            full = f"{store.prefix}/{key}{suffix}" if store.prefix else f"{key}{suffix}"
+            try:
+                store.client.put_object_tagging(Bucket=store.bucket, Key=full, Tagging=tags)
+            except (ClientError, BotoCoreError) as exc:
+                raise RegistryError(f"cannot tag {key}{suffix} in {self.uri}: {exc}") from exc
 
     def save(
         self,
@@ -254,30 +355,11 @@ class CaptureStore:
         Raises:
             ImageError: the photo does not decode. RegistryError: the store refused the write.
         """
-        if reason not in REASONS:
-            raise CaptureError(f"reason {reason!r} is not one of {', '.join(REASONS)}")
         capture_id = capture_id or new_id(source, now=now)
-        when, source = parse_id(capture_id)
-        clean = sanitize(image)
-        width, height = Image.open(io.BytesIO(clean)).size  # the header only, no decode
-        record = Capture(
-            id=capture_id,
-            time=_iso(now or when),
-            source=source,
-            model_version=prediction.model_version,
-            predicted_class=prediction.predicted_class,
-            confidence=prediction.confidence,
-            all_confidences=dict(prediction.all_confidences),
-            decision=prediction.decision,
-            reason=reason,
-            sha256=hashlib.sha256(clean).hexdigest(),
-            bytes=len(clean),
-            width=width,
-            height=height,
-        )
+        record, clean = prepare(image, prediction, reason=reason, capture_id=capture_id, now=now)
         key = key_of(capture_id)
-        self._put(f"{key}.jpg", clean)
-        self._put(f"{key}.json", json.dumps(record.to_dict(), indent=1).encode())
+        self._put(f"{key}.jpg", clean, tagged=True)
+        self._put(f"{key}.json", record_bytes(record), tagged=True)
         return record
 
     def record(self, capture_id: str) -> Capture:
@@ -310,7 +392,13 @@ class CaptureStore:
         source: str,
         now: datetime | None = None,
     ) -> LabelEvent:
-        """Append a label event (the capture's existence is the caller's to check)."""
+        """Append a label event (the capture's existence is the caller's to check); on S3 the
+        capture is then tagged `labelled=true`, so it no longer expires.
+
+        Raises:
+            RegistryError: the event, or the tag, could not be written (the event, once
+                written, stays: a retry adds another, and the latest wins).
+        """
         if source not in LABEL_SOURCES:
             raise CaptureError(f"label source {source!r} is not one of {', '.join(LABEL_SOURCES)}")
         parse_id(capture_id)
@@ -319,6 +407,7 @@ class CaptureStore:
         stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         key = f"{LABELS}/{capture_id}/{stamp}-{uuid.uuid4().hex}.json"
         self._put(key, json.dumps(event.to_dict()).encode())
+        self._mark_labelled(capture_id)
         return event
 
     def _event(self, key: str) -> LabelEvent:

@@ -1,7 +1,9 @@
 """Where batches and heartbeats go: an S3 prefix or an HTTPS endpoint, behind one protocol.
 
 A sink's `put` replaces whatever is at the key, so a retried batch (same rows, same key)
-is harmless.
+is harmless. `put_capture` writes a capture's photo, then its record, each only if nothing is
+there yet (S3 `IfNoneMatch`): a retry leaves what was stored alone, so a versioned bucket keeps
+one version of each.
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any, Protocol
+
+from wastesort.capture import UNLABELLED
+from wastesort.registry.s3 import CONFLICT_CODES, error_code
+
+_JSON = "application/json"
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +30,19 @@ class Sink(Protocol):
     def put_heartbeat(self, device_id: str, body: bytes) -> None: ...
 
 
+class CaptureSink(Protocol):
+    uri: str
+
+    def put_capture(self, key: str, jpeg: bytes, record: bytes) -> None:
+        """Store `<key>.jpg` then `<key>.json`, leaving either alone if it is already there."""
+        ...
+
+
 DEVICE_PREFIX = "telemetry"
 """The device role may write only under `telemetry/<thing name>/` (infra/constructs/devices.py)."""
+CAPTURE_PREFIX = "captures"
+"""... and, in the capture bucket, under `captures/<thing name>/` (infra/constructs/captures.py),
+at the bucket's root: a bin's capture store is `s3://<capture bucket>`."""
 
 
 class S3Sink:
@@ -32,12 +50,23 @@ class S3Sink:
     `s3://bucket/prefix/<device id>/heartbeat.json`: everything a device writes is under its
     own name, which is what the device role allows (`telemetry/<thing name>/*`, infra)."""
 
-    def __init__(self, uri: str, *, client: Any = None) -> None:
+    def __init__(self, uri: str, *, client: Any = None, captures: bool = False) -> None:
+        """
+        Args:
+            captures: a capture store (`capture.upload_to`), not a telemetry prefix.
+        """
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.uri = uri
-        if self.prefix.rpartition("/")[2] != DEVICE_PREFIX:
+        if captures and self.prefix:
+            log.warning(
+                "capture.upload_to %s: the device role may write only under "
+                "s3://<capture bucket>/%s/<device id>/; uploads here will be denied",
+                uri,
+                CAPTURE_PREFIX,
+            )
+        elif not captures and self.prefix.rpartition("/")[2] != DEVICE_PREFIX:
             log.warning(
                 "telemetry.upload_to %s: the device role may write only under "
                 "s3://<telemetry bucket>/%s/<device id>/; uploads here will be denied",
@@ -80,6 +109,23 @@ class S3Sink:
             ContentType="application/json",
         )
 
+    def put_capture(self, key: str, jpeg: bytes, record: bytes) -> None:
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        for suffix, body, kind in ((".jpg", jpeg, "image/jpeg"), (".json", record, _JSON)):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key + suffix),
+                    Body=body,
+                    ContentType=kind,
+                    IfNoneMatch="*",
+                    Tagging=UNLABELLED,  # the lifecycle rule expires captures nobody labelled
+                )
+            except ClientError as exc:
+                if error_code(exc) not in CONFLICT_CODES:
+                    raise  # 412: stored by an earlier try whose answer was lost
+
 
 class HttpSink:
     """POSTs batches to `<url>/events` with an `Idempotency-Key` (the batch key)."""
@@ -105,6 +151,26 @@ class HttpSink:
             headers={"Content-Type": "application/json"},
         )
         response.raise_for_status()
+
+    def put_capture(self, key: str, jpeg: bytes, record: bytes) -> None:
+        """POSTs `<url>/<key>.jpg` then `.json`, each with its key as `Idempotency-Key`."""
+        for suffix, body, kind in ((".jpg", jpeg, "image/jpeg"), (".json", record, _JSON)):
+            response = self.client.post(
+                f"{self.uri}/{key}{suffix}",
+                content=body,
+                headers={"Content-Type": kind, "Idempotency-Key": key + suffix},
+            )
+            response.raise_for_status()
+
+
+def open_capture_sink(uri: str | None) -> CaptureSink | None:
+    if not uri:
+        return None
+    if uri.startswith("s3://"):
+        return S3Sink(uri, captures=True)
+    if uri.startswith(("https://", "http://")):
+        return HttpSink(uri)
+    raise ValueError(f"capture.upload_to {uri!r}: expected s3://bucket or https://...")
 
 
 def open_sink(uri: str | None) -> Sink | None:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from edge.telemetry.queue import TelemetryQueue, utc_iso
-from edge.telemetry.sinks import Sink
+from edge.telemetry.sinks import CaptureSink, Sink
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,15 @@ def backoff_delay(
 
 
 class Uploader:
-    """Drains the queue into a sink, backing off while the sink is unreachable."""
+    """Drains the queue into a sink (events) and a capture sink (captures), backing off while
+    either is unreachable."""
 
     def __init__(
         self,
         queue: TelemetryQueue,
-        sink: Sink,
+        sink: Sink | None,
         *,
+        capture_sink: CaptureSink | None = None,
         batch_size: int = 500,
         interval_s: float = 60.0,
         backoff_base_s: float = 2.0,
@@ -40,6 +42,7 @@ class Uploader:
     ) -> None:
         self.queue = queue
         self.sink = sink
+        self.capture_sink = capture_sink
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.backoff_base_s = backoff_base_s
@@ -55,13 +58,21 @@ class Uploader:
             events uploaded. Raises whatever the sink raised, after nothing was lost.
         """
         sent = 0
-        while deadline is None or time.monotonic() < deadline:
+        while self.sink is not None and (deadline is None or time.monotonic() < deadline):
             claimed = self.queue.claim(self.batch_size)
             if claimed is None:
                 break
             batch, key, body = claimed
             self.sink.put(key, body)
             sent += self.queue.complete(batch)
+            self.last_upload_at = utc_iso()
+        while self.capture_sink is not None and (deadline is None or time.monotonic() < deadline):
+            taken = self.queue.claim_capture()
+            if taken is None:
+                break
+            row, capture = taken
+            self.capture_sink.put_capture(capture.key, capture.jpeg, capture.record)
+            sent += self.queue.complete_capture(row)
             self.last_upload_at = utc_iso()
         return sent
 
@@ -81,7 +92,7 @@ class Uploader:
             )
             return delay
         if sent:
-            log.info("uploaded %d telemetry events to %s", sent, self.sink.uri)
+            log.info("uploaded %d telemetry events and captures", sent)
         self.failures = 0
         return self.interval_s
 

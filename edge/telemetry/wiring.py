@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.telemetry.queue import TelemetryQueue
-from edge.telemetry.sinks import Sink, open_sink
+from edge.telemetry.sinks import CaptureSink, Sink, open_capture_sink, open_sink
 from edge.telemetry.uploader import Uploader
 
 if TYPE_CHECKING:
-    from edge.config import TelemetryConfig
+    from edge.config import CaptureConfig, TelemetryConfig
 
 QUEUE_FILE = "telemetry.sqlite"
 
@@ -28,12 +28,20 @@ class Telemetry:
     """Also takes heartbeats, with or without a queue."""
     error: str | None = None
     """Why the queue could not be opened (then decisions are made, not recorded)."""
+    capture_sink: CaptureSink | None = None
+    """Where captures go (`capture.upload_to`), when capture is on."""
 
 
 def open_telemetry(
-    config: TelemetryConfig, state_dir: Path, *, device_id: str, sink: Sink | None = None
+    config: TelemetryConfig,
+    state_dir: Path,
+    *,
+    device_id: str,
+    sink: Sink | None = None,
+    capture: CaptureConfig | None = None,
+    capture_sink: CaptureSink | None = None,
 ) -> Telemetry:
-    """Open the queue in `state_dir` and the configured sink (or `sink`, which tests pass).
+    """Open the queue in `state_dir` and the configured sinks (or those tests pass).
 
     A queue that cannot be opened (a full disk, a broken file) is reported in `error`, never
     raised: it must not stop the sorting.
@@ -47,6 +55,7 @@ def open_telemetry(
             device_id=device_id,
             max_events=config.max_events,
             durability=config.durability,
+            max_captures=capture.max_captures if capture and capture.enabled else None,
         )
     except (sqlite3.Error, OSError) as exc:
         error = (
@@ -54,16 +63,23 @@ def open_telemetry(
             f"{type(exc).__name__}: {exc}"
         )
     sink = sink or open_sink(config.upload_to)
-    if queue is not None and sink is not None:
+    if capture is not None and capture.enabled:
+        capture_sink = capture_sink or open_capture_sink(capture.upload_to)
+    else:
+        capture_sink = None
+    if queue is not None and (sink is not None or capture_sink is not None):
         uploader = Uploader(
             queue,
             sink,
+            capture_sink=capture_sink,
             batch_size=config.batch_size,
             interval_s=config.upload_interval_s,
             backoff_base_s=config.backoff_base_s,
             backoff_max_s=config.backoff_max_s,
         )
-    return Telemetry(queue=queue, uploader=uploader, sink=sink, error=error)
+    return Telemetry(
+        queue=queue, uploader=uploader, sink=sink, error=error, capture_sink=capture_sink
+    )
 
 
 def telemetry_status(

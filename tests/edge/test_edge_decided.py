@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from edge.decided import DECIDED_FILE, DecidedFiles, event_id, file_key
-from edge.runner import Runner, build_runner
+from edge.runner import Runner
 from edge.telemetry import TelemetryQueue, Uploader
+from edge.wiring import build_runner
 from tests.conftest import ROOT
 from tests.edge.conftest import EDGE_TIMEOUT
 from tests.edge.test_edge_runner import ALL_SAMPLES, edge_config

@@ -20,7 +20,7 @@ import pytest
 
 import edge.updater
 from edge.first_model import FirstModel
-from edge.runner import build_runner
+from edge.wiring import build_runner
 from tests.conftest import ROOT
 from tests.edge.conftest import EDGE_TIMEOUT
 from tests.edge.test_edge_runner import ALL_SAMPLES, HeartbeatSink, edge_config

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from edge.runner import build_runner
+from edge.wiring import build_runner
 from tests.conftest import ROOT, SAMPLES
 from tests.edge.test_edge_runner import ALL_SAMPLES, Recorder, edge_config
 from wastesort import Classifier

@@ -16,8 +16,9 @@ import pytest
 
 from edge.config import ConfigError, EdgeConfig, env_overrides_present, load_config
 from edge.decide import Decision
-from edge.runner import Runner, Watchdog, build_runner
+from edge.runner import Runner, Watchdog
 from edge.updater import Updater
+from edge.wiring import build_runner
 from tests.conftest import LABELS, ROOT, SAMPLES
 from tests.edge.conftest import EDGE_TIMEOUT, publish
 from wastesort import Classifier
@@ -357,7 +358,7 @@ def test_edge_never_imports_tensorflow(tmp_path, edge_registry):
     code = (
         "import sys, edge.runner, edge.updater, edge.telemetry, edge.sources, edge.actuators, "
         "edge.health, edge.__main__, wastesort.registry.http\n"
-        "from edge.runner import build_runner\n"
+        "from edge.wiring import build_runner\n"
         "from edge.config import load_config\n"
         f"c = load_config(None, state_dir={str(tmp_path / 's')!r}, "
         f"model={{'registry': {edge_registry.uri!r}}}, "

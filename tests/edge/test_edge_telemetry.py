@@ -275,7 +275,7 @@ def test_backoff_is_exponential_with_jitter_and_capped():
 
 
 def test_runner_flushes_to_s3_and_sends_a_heartbeat(tmp_path, s3, edge_registry):
-    from edge.runner import build_runner
+    from edge.wiring import build_runner
     from tests.edge.test_edge_runner import ALL_SAMPLES, edge_config
 
     config = edge_config(tmp_path, edge_registry, actuators=[])

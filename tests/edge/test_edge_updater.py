@@ -524,7 +524,7 @@ def test_an_interrupted_model_write_is_cleaned_at_start(tmp_path, edge_registry,
 
 
 def test_the_heartbeat_says_why_an_update_was_refused(tmp_path, edge_registry, tiny_models):
-    from edge.runner import build_runner
+    from edge.wiring import build_runner
     from tests.edge.test_edge_runner import edge_config
 
     config = edge_config(tmp_path, edge_registry, actuators=[])

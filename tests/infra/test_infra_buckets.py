@@ -17,7 +17,9 @@ def _bucket(template: Template, prefix: str) -> tuple[str, dict[str, Any]]:
     return next(iter(found)), resource
 
 
-@pytest.mark.parametrize(("prefix", "noncurrent_days"), [("Models", 90), ("DevicesTelemetry", 30)])
+@pytest.mark.parametrize(
+    ("prefix", "noncurrent_days"), [("Models", 90), ("DevicesTelemetry", 30), ("CapturesBucket", 1)]
+)
 def test_data_buckets_are_versioned_private_encrypted_logged_and_retained(
     template: Template, prefix: str, noncurrent_days: int
 ) -> None:
@@ -41,7 +43,7 @@ def test_data_buckets_are_versioned_private_encrypted_logged_and_retained(
     assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
 
 
-@pytest.mark.parametrize("prefix", ["Models", "DevicesTelemetry", "AccessLogs"])
+@pytest.mark.parametrize("prefix", ["Models", "DevicesTelemetry", "CapturesBucket", "AccessLogs"])
 def test_every_bucket_refuses_plain_http(template: Template, prefix: str) -> None:
     name, _ = _bucket(template, prefix)
     template.has_resource_properties(

@@ -168,7 +168,7 @@ def test_registry_only_needs_no_model_and_no_package(
     ctx.update(stage="new", registry_only="true", package=str(tmp_path / "not-built"))
     _, stack = build_app(ctx, outdir=str(tmp_path / "out"))
     template = Template.from_stack(stack)  # cdk-nag runs here too
-    template.resource_count_is("AWS::S3::Bucket", 3)
+    template.resource_count_is("AWS::S3::Bucket", 4)  # registry, telemetry, captures, access logs
     template.resource_count_is("AWS::IoT::RoleAlias", 1)
     template.resource_count_is("AWS::Lambda::Function", 0)
     template.resource_count_is("AWS::ApiGateway::RestApi", 0)

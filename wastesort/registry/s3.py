@@ -14,10 +14,12 @@ from typing import Any
 from wastesort.errors import ConcurrentUpdateError, NotFoundError, RegistryError
 from wastesort.registry.store import MANIFEST, RegistryStore
 
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+"""What S3 answers a conditional write whose condition failed (the key is already there)."""
 
 
-def _code(exc: Exception) -> str:
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ('' for anything else)."""
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
@@ -48,7 +50,7 @@ class S3Store(RegistryStore):
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(MANIFEST))
         except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in {"NoSuchKey", "404"}:
+            if error_code(exc) in {"NoSuchKey", "404"}:
                 return None
             raise RegistryError(f"cannot read {self.uri}/{MANIFEST}: {exc}") from exc
         return response["Body"].read(), response["ETag"]
@@ -67,7 +69,7 @@ class S3Store(RegistryStore):
                 **condition,
             )
         except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in _CONFLICT:
+            if error_code(exc) in CONFLICT_CODES:
                 raise ConcurrentUpdateError("the manifest changed since it was read") from exc
             raise RegistryError(f"cannot write {self.uri}/{MANIFEST}: {exc}") from exc
 
@@ -85,7 +87,7 @@ class S3Store(RegistryStore):
                         Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*"
                     )
         except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in _CONFLICT:
+            if error_code(exc) in CONFLICT_CODES:
                 return False
             raise RegistryError(f"cannot upload {key} to {self.uri}: {exc}") from exc
         return True
@@ -97,7 +99,7 @@ class S3Store(RegistryStore):
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             return response["Body"].read()
         except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in {"NoSuchKey", "404"}:
+            if error_code(exc) in {"NoSuchKey", "404"}:
                 raise NotFoundError(f"{key} is not in {self.uri}") from None
             raise RegistryError(f"cannot read {key} from {self.uri}: {exc}") from exc
 
@@ -121,6 +123,6 @@ class S3Store(RegistryStore):
         try:
             self.client.download_file(self.bucket, self._key(key), str(dest))
         except (ClientError, BotoCoreError) as exc:
-            if _code(exc) in {"NoSuchKey", "404"}:
+            if error_code(exc) in {"NoSuchKey", "404"}:
                 raise NotFoundError(f"{key} is not in the registry at {self.uri}") from None
             raise RegistryError(f"cannot download {key} from {self.uri}: {exc}") from exc
