@@ -40,11 +40,13 @@ def floor_fn(clf: Classifier):
     """The least work that classifies: decode, resize, invoke. No checks, no EXIF, no scoring."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from wastesort.interpreter import LOGITS, output_details
+
     content = clf.model_content  # the very bytes the Classifier runs
     interpreter = Interpreter(model_content=content, num_threads=clf.runtime.num_threads)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
+    out = output_details(interpreter)[LOGITS]  # by name: a two-output model lists it second
     size = (clf.input_spec.width, clf.input_spec.height)
 
     def run(data: bytes) -> np.ndarray:

@@ -21,6 +21,7 @@ from training.config import InputConfig
 from training.data import EVAL, UNMAPPED, Dataset, input_spec
 from training.weights import balanced
 from wastesort import Classifier
+from wastesort.interpreter import EMBEDDING, LOGITS
 from wastesort.manifest import ArtifactRef, InputSpec, ModelEntry, OutputSpec
 from wastesort.scoring import softmax
 
@@ -35,11 +36,17 @@ def entry_for(
     labels: Sequence[str],
     input_spec: InputSpec,
     output: dict,
+    outputs: dict[str, dict] | None = None,
     temperature: float = 1.0,
     uncertain_threshold: float = 0.0,
 ) -> ModelEntry:
-    """A manifest entry for a freshly converted model (not yet in any registry)."""
+    """A manifest entry for a freshly converted model (not yet in any registry). `outputs`
+    (every output by name, from `quantize.inspect`) names them in the entry when there are
+    several: that entry is schema 2."""
     content = path.read_bytes()
+    named = None
+    if outputs and len(outputs) > 1:
+        named = {name: _output_spec(name, spec) for name, spec in outputs.items()}
     return ModelEntry(
         version=version,
         artifact=ArtifactRef(
@@ -47,14 +54,19 @@ def entry_for(
         ),
         labels=list(labels),
         input=input_spec,
-        output=OutputSpec(
-            kind="logits",
-            dtype=output["dtype"],
-            scale=output["scale"],
-            zero_point=output["zero_point"],
-        ),
+        output=_output_spec(LOGITS, output),
+        outputs=named,
         temperature=temperature,
         uncertain_threshold=uncertain_threshold,
+    )
+
+
+def _output_spec(name: str, output: dict) -> OutputSpec:
+    return OutputSpec(
+        kind="embedding" if name == EMBEDDING else "logits",
+        dtype=output["dtype"],
+        scale=output["scale"],
+        zero_point=output["zero_point"],
     )
 
 
@@ -182,6 +194,7 @@ def score_variants(
             labels=splits.labels,
             input_spec=spec,
             output=variant.output,
+            outputs=variant.outputs,
         )
         clf = classifier(entry, variant.path, num_threads=num_threads)
         val_probs = score_files(clf, splits.val_images)

@@ -56,23 +56,41 @@ def freeze_batchnorm(model: keras.Model) -> None:
             layer.trainable = False
 
 
-def assemble(backbone: keras.Model, head: keras.Model, *, tta_flip: bool) -> keras.Model:
-    """The exported model: pixels (H, W, 3) float in [0, 255] -> logits.
+def assemble(
+    backbone: keras.Model, head: keras.Model, *, tta_flip: bool, embedding: bool = False
+) -> keras.Model:
+    """The model: pixels (H, W, 3) float in [0, 255] -> logits.
 
     With `tta_flip` the graph averages the logits of the image and its mirror image, so every
-    consumer gets test-time augmentation without knowing about it.
+    consumer gets test-time augmentation without knowing about it. With `embedding` (the
+    exported model only; training keeps one output) the outputs are a dict, `logits` and
+    `embedding` (the pooled features, the mean of both views with `tta_flip`): dict outputs
+    are what give the TFLite signature its output names.
     """
     inputs = keras.Input(backbone.input_shape[1:], name="pixels")
     pool = layers.GlobalAveragePooling2D(name="avg_pool")
-
-    def logits(x: keras.KerasTensor) -> keras.KerasTensor:
-        return head(pool(backbone(x)))
-
-    out = logits(inputs)
+    features = pool(backbone(inputs))
+    out = head(features)
     if tta_flip:
         mirrored = layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(inputs)
-        out = layers.Average(name="tta_mean")([out, logits(mirrored)])
+        mirrored_features = pool(backbone(mirrored))
+        out = layers.Average(name="tta_mean")([out, head(mirrored_features)])
+        if embedding:
+            features = layers.Average(name="embedding_mean")([features, mirrored_features])
+    if embedding:
+        return keras.Model(inputs, {"logits": out, "embedding": features}, name="wastesort")
     return keras.Model(inputs, out, name="wastesort")
+
+
+def with_embedding(model: keras.Model) -> keras.Model:
+    """The export of an `assemble`d one-output model: the same layers (weights shared), with
+    the `embedding` output added."""
+    head = model.get_layer("head")
+    backbone = next(
+        layer for layer in model.layers if isinstance(layer, keras.Model) and layer is not head
+    )
+    tta = any(layer.name == "tta_mean" for layer in model.layers)
+    return assemble(backbone, head, tta_flip=tta, embedding=True)
 
 
 class RandomWhiteBalance(layers.Layer):

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from training import calibrate, compare, plots, quantize, summary
+from training import calibrate, compare, plots, quantize, reference, summary
 from training.config import Config
 from training.data import load_dataset, write_split
 from training.evaluate import Splits, keras_logits, score_keras, score_variants, source_tables
@@ -139,6 +139,15 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
         if cfg.quantize.edgetpu:
             edgetpu_path, edgetpu_note = quantize.compile_edgetpu(variants["int8"].path, tflite_dir)
         version = version_id(int8.entry.sha256)
+        with _timed(timings, "reference_s"):  # what drift reports compare the field with
+            reference_path = reference.write(
+                run_dir / "reference.npz",
+                variants["int8"].path,
+                int8,
+                splits,
+                seed=cfg.train.seed,
+                meta={"version": version, "dataset_fingerprint": ds.fingerprint},
+            )
         golden = golden_for_run(
             ds,
             int8,
@@ -202,6 +211,7 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
                 summary=run_summary,
                 mlflow_run_id=tracker.run_id,
                 edgetpu=edgetpu_path,
+                reference=reference_path,
             )
             tracker.tags({"published_version": entry.version, "registry": cfg.registry.uri})
             result.published_version = entry.version

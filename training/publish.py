@@ -129,6 +129,8 @@ def publish(
     labels: Sequence[str],
     input_spec: InputSpec,
     output: OutputSpec,
+    outputs: dict[str, OutputSpec] | None = None,
+    reference: Path | None = None,
     metrics: dict[str, Any],
     temperature: float,
     uncertain_threshold: float,
@@ -145,6 +147,8 @@ def publish(
 
     A rerun that makes the same bytes (same version id) finds its model already published:
     nothing is uploaded again and the aliases are moved to it (with `note` in their history).
+    Named `outputs` or a `reference` file make the entry schema 2 (and so the registry's
+    manifest: readers older than schema 2 then refuse it; see docs/ops.md).
 
     Raises:
         GateError: the int8 model lost too much against the float model.
@@ -171,6 +175,8 @@ def publish(
         labels=list(labels),
         input=input_spec,
         output=output,
+        outputs=outputs,
+        reference=reference,
         metrics=metrics,
         temperature=temperature,
         uncertain_threshold=uncertain_threshold,
@@ -194,9 +200,11 @@ def publish_run(
     summary: dict[str, Any],
     mlflow_run_id: str | None,
     edgetpu: Path | None = None,
+    reference: Path | None = None,
 ) -> ModelEntry:
     """`publish` with what one pipeline run knows: its config, the int8 model's scores, its
-    golden set (from the test split), the verdict against the champion and its summary.
+    golden set (from the test split), the verdict against the champion, its summary and its
+    reference file (`training.reference`).
 
     Raises:
         GateError: the int8 model lost too much against the float model.
@@ -222,6 +230,8 @@ def publish_run(
         labels=labels,
         input_spec=int8.spec,
         output=int8.entry.output,
+        outputs=int8.entry.outputs,
+        reference=reference,
         metrics=summary["manifest_metrics"],
         temperature=int8.temperature,
         uncertain_threshold=threshold,

@@ -24,6 +24,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from training import rounding
 from training.config import GateConfig, QuantizeConfig
+from training.model import with_embedding
+from wastesort.interpreter import LOGITS, output_details
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ class Variant:
     size: int
     input: dict[str, Any]
     output: dict[str, Any]
+    """The logits output."""
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every output by signature name (`logits`, `embedding`)."""
     integer_only: bool | None = None
     float_ops: list[str] = field(default_factory=list)
 
@@ -112,8 +117,9 @@ def _io(detail: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def inspect(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """(input, output, ops that touch float tensors) of a `.tflite` file."""
+def inspect(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
+    """(input, outputs by name, ops that touch float tensors) of a `.tflite` file; the
+    outputs are found by signature name (`wastesort.interpreter.output_details`)."""
     # No default delegates: XNNPACK would fold the graph into one DELEGATE op.
     interp = Interpreter(
         model_path=str(path),
@@ -126,7 +132,8 @@ def inspect(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         used = [*op["inputs"], *op["outputs"]]
         if any(tensors.get(i) in _FLOAT for i in used if i >= 0):
             float_ops.append(op["op_name"])
-    return _io(interp.get_input_details()[0]), _io(interp.get_output_details()[0]), float_ops
+    outputs = {name: _io(detail) for name, detail in output_details(interp).items()}
+    return _io(interp.get_input_details()[0]), outputs, float_ops
 
 
 def convert(
@@ -139,26 +146,30 @@ def convert(
 ) -> dict[str, Variant]:
     """Write `model_<mode>.tflite` for every configured mode; returns them by mode. With
     `kernel_rounding: gptq` the int8 file comes from a second SavedModel exported with the
-    GPTQ-rounded kernels in place; the model keeps its own kernels.
+    GPTQ-rounded kernels in place; the model keeps its own kernels. Every file has two named
+    outputs, `logits` and `embedding` (`model.with_embedding`); the int8 output type applies to
+    both.
 
     Raises:
         QuantizationError: the int8 input is not uint8 with scale 1 and zero point 0.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = export_saved_model(model, out_dir.parent / "saved_model")
+    exported = with_embedding(model)  # the same layers: GPTQ's kernels reach it too
+    saved = export_saved_model(exported, out_dir.parent / "saved_model")
     int8_saved = saved
     if cfg.kernel_rounding == "gptq" and "int8" in cfg.modes:  # only the int8 file uses them
         images = train_pixels[_chosen(train_pixels, rounding.HESSIAN_IMAGES, seed)]
         with rounding.kernels_replaced(rounding.gptq_kernels(model, images)):
-            int8_saved = export_saved_model(model, out_dir.parent / "saved_model_gptq")
+            int8_saved = export_saved_model(exported, out_dir.parent / "saved_model_gptq")
     rep = representative(train_pixels, cfg.representative_images, seed)
     variants: dict[str, Variant] = {}
     for mode in cfg.modes:
         path = out_dir / f"model_{mode}.tflite"
         source = int8_saved if mode == "int8" else saved
         path.write_bytes(_converter(source, mode, cfg, rep).convert())
-        inp, out, float_ops = inspect(path)
-        variant = Variant(mode, path, path.stat().st_size, inp, out)
+        inp, outputs, float_ops = inspect(path)
+        out = outputs[LOGITS]
+        variant = Variant(mode, path, path.stat().st_size, inp, out, outputs)
         if mode == "int8":
             if (inp["dtype"], inp["scale"], inp["zero_point"]) != ("uint8", 1.0, 0):
                 raise QuantizationError(

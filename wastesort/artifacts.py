@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wastesort.errors import ModelError
+from wastesort.interpreter import EMBEDDING, LOGITS, output_details
 from wastesort.manifest import ArtifactRef, InputSpec, ModelEntry, OutputSpec
 from wastesort.runtime import load_edgetpu_delegate, make_interpreter
 
@@ -136,7 +137,8 @@ def entry_for_file(path: Path, content: bytes, labels: Sequence[str] | None) -> 
         labels = [line.strip() for line in found.read_text().splitlines() if line.strip()]
     interpreter, _ = make_interpreter(content, num_threads=1)
     inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
+    named = output_details(interpreter)  # the logits by name where there are several
+    outputs = {name: _output_spec(name, details) for name, details in named.items()}
     digest = hashlib.sha256(content).hexdigest()
     _, height, width, _ = (int(v) for v in inp["shape"])
     return ModelEntry(
@@ -150,9 +152,15 @@ def entry_for_file(path: Path, content: bytes, labels: Sequence[str] | None) -> 
             scale=float(inp["quantization"][0]) or 1.0,
             zero_point=int(inp["quantization"][1]),
         ),
-        output=OutputSpec(
-            dtype=np.dtype(out["dtype"]).name,
-            scale=float(out["quantization"][0]) or 1.0,
-            zero_point=int(out["quantization"][1]),
-        ),
+        output=outputs[LOGITS],
+        outputs=outputs if len(outputs) > 1 else None,
+    )
+
+
+def _output_spec(name: str, details: dict) -> OutputSpec:
+    return OutputSpec(
+        kind="embedding" if name == EMBEDDING else "logits",
+        dtype=np.dtype(details["dtype"]).name,
+        scale=float(details["quantization"][0]) or 1.0,
+        zero_point=int(details["quantization"][1]),
     )

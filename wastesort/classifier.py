@@ -18,8 +18,10 @@ import numpy as np
 
 from wastesort import artifacts, scoring
 from wastesort.errors import ImageError, IntegrityError, ModelError
+from wastesort.interpreter import EMBEDDING, LOGITS, Slot
 from wastesort.manifest import InputSpec, ModelEntry, OutputSpec
 from wastesort.preprocess import DEFAULT_MAX_PIXELS, load_image, to_tensor
+from wastesort.reference import Reference
 from wastesort.runtime import RuntimeInfo, load_edgetpu_delegate, make_interpreter
 
 if TYPE_CHECKING:
@@ -57,9 +59,20 @@ class Prediction:
     decision: str
     """The class, or `uncertain` when confidence is below the model's recorded threshold."""
     model_version: str
+    embedding: list[float] | None = None
+    """The image's embedding in the reference's PCA space (32-d), when the version has a
+    reference file and an `embedding` output."""
+    image_stats: dict[str, float] | None = None
+    """Brightness, contrast, colourfulness, blur of the model input, when the version has a
+    reference file (`wastesort.reference.STATS`)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """The CLI/API fields; `details` adds `embedding` and `image_stats` (when known)."""
+        data = asdict(self)
+        if not details:
+            data.pop("embedding")
+            data.pop("image_stats")
+        return data
 
 
 class Classifier:
@@ -78,20 +91,25 @@ class Classifier:
         delegate: str | None = None,
         pool_size: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        reference: Reference | None = None,
     ) -> None:
         self.entry = entry
+        self.reference = reference
+        """The version's reference file, when it has one: predictions then carry
+        `image_stats`, and `embedding` when the model has that output."""
         self.labels = list(entry.labels)
         self.max_pixels = max_pixels
         self._content = model_content
         self._num_threads = num_threads
         self._delegate = delegate
         self._pool_size = pool_size or int(os.environ.get("WASTESORT_INTERPRETERS", "1"))
-        self._pool: queue.LifoQueue[_Slot] = queue.LifoQueue()
+        self._pool: queue.LifoQueue[Slot] = queue.LifoQueue()
         self._built = 0
         self._build_lock = threading.Lock()
         first = self._build()  # fail at load time, not on the first request
         self.runtime: RuntimeInfo = first.info
         self._check_io(first)
+        self._names = (LOGITS, EMBEDDING) if self._wants_embedding(first) else (LOGITS,)
         self._pool.put(first)
         self.load_timings: dict[str, float] = {}
         """Where `load` spent its time (for cold-start logs)."""
@@ -123,7 +141,7 @@ class Classifier:
             labels: the class names, for a bare `.tflite` without a labels file.
             delegate: `edgetpu` to run on a Coral when present (CPU otherwise).
             temperature, uncertain_threshold: override the entry's values (evaluation).
-            **options: num_threads, pool_size, max_pixels.
+            **options: num_threads, pool_size, max_pixels, reference (None: not the version's).
 
         Raises:
             ModelError: unknown version, integrity or signature failure, unloadable model.
@@ -142,6 +160,9 @@ class Classifier:
             )
             content = artifacts.fetch(registry, choice)  # the very bytes that were verified
             entry, delegate = choice.entry, choice.delegate
+            if entry.reference is not None and "reference" not in options:
+                _, data = registry.fetch_content(entry.reference)  # sha256 verified
+                options["reference"] = Reference.loads(data)
         if expected_sha256 and entry.sha256 != expected_sha256.lower():
             raise IntegrityError(
                 f"model {entry.version} has sha256 {entry.sha256[:12]}..., "
@@ -165,7 +186,7 @@ class Classifier:
         }
         return classifier
 
-    def _build(self) -> _Slot:
+    def _build(self) -> Slot:
         delegates = None
         if self._delegate == "edgetpu":
             loaded = load_edgetpu_delegate()
@@ -174,9 +195,9 @@ class Classifier:
             self._content, num_threads=self._num_threads, delegates=delegates
         )
         self._built += 1
-        return _Slot(interpreter, info)
+        return Slot(interpreter, info)
 
-    def _check_io(self, slot: _Slot) -> None:
+    def _check_io(self, slot: Slot) -> None:
         spec = self.entry.input
         shape = tuple(slot.input["shape"][1:])
         if shape != (spec.height, spec.width, spec.channels):
@@ -189,9 +210,26 @@ class Classifier:
             raise ModelError(
                 f"model {self.version} outputs {classes} scores for {len(self.labels)} labels"
             )
+        missing = sorted(set(self.entry.outputs or ()) - set(slot.outputs))
+        if missing:
+            raise ModelError(
+                f"model {self.version} has no output named {', '.join(missing)} "
+                f"(it has {', '.join(sorted(slot.outputs))}) but its manifest lists it"
+            )
+
+    def _wants_embedding(self, slot: Slot) -> bool:
+        if self.reference is None or EMBEDDING not in slot.outputs:
+            return False
+        width = int(slot.outputs[EMBEDDING]["shape"][-1])
+        if width != self.reference.mean.shape[-1]:
+            raise ModelError(
+                f"model {self.version} has a {width}-wide embedding but its reference "
+                f"projects {self.reference.mean.shape[-1]}"
+            )
+        return True
 
     @contextmanager
-    def _borrow(self) -> Iterator[_Slot]:
+    def _borrow(self) -> Iterator[Slot]:
         try:
             slot = self._pool.get_nowait()
         except queue.Empty:
@@ -257,21 +295,39 @@ class Classifier:
         self.predict_arrays(np.zeros((spec.height, spec.width, spec.channels), np.uint8))
         return round((time.perf_counter() - started) * 1000, 1)
 
-    def scores_from_arrays(self, arrays: np.ndarray) -> np.ndarray:
-        """Preprocessed uint8 images (N, H, W, 3) -> calibrated probabilities (N, classes)."""
+    def outputs_from_arrays(
+        self, arrays: np.ndarray, names: tuple[str, ...] = (LOGITS,)
+    ) -> dict[str, np.ndarray]:
+        """Preprocessed uint8 images (N, H, W, 3) -> the de-quantized outputs by name
+        (`logits`, and `embedding` where the model has it); nothing calibrated.
+
+        Raises:
+            ModelError: the model has no output of one of those names.
+        """
         arrays = np.asarray(arrays)
         if arrays.ndim == 3:
             arrays = arrays[None]
         with self._borrow() as slot:
-            raw = slot.run(arrays)
+            missing = [name for name in names if name not in slot.outputs]
+            if missing:
+                raise ModelError(f"model {self.version} has no output named {missing[0]!r}")
+            return slot.run(arrays, names)
+
+    def _calibrate(self, raw: np.ndarray) -> np.ndarray:
         output: OutputSpec = self.entry.output
         return scoring.calibrate(raw, kind=output.kind, temperature=self.entry.temperature)
+
+    def scores_from_arrays(self, arrays: np.ndarray) -> np.ndarray:
+        """Preprocessed uint8 images (N, H, W, 3) -> calibrated probabilities (N, classes)."""
+        return self._calibrate(self.outputs_from_arrays(arrays)[LOGITS])
 
     def scores(self, data: bytes) -> np.ndarray:
         """Calibrated class probabilities for one image, in label order."""
         return self.scores_from_arrays(self.preprocess(data))[0]
 
-    def _prediction(self, probs: np.ndarray, top_k: int | None) -> Prediction:
+    def _prediction(
+        self, probs: np.ndarray, top_k: int | None, extra: dict[str, Any]
+    ) -> Prediction:
         predicted, confidence, decision = scoring.decide(
             probs, self.labels, self.entry.uncertain_threshold
         )
@@ -281,10 +337,19 @@ class Classifier:
             all_confidences=scoring.ranked(probs, self.labels, top_k),
             decision=decision,
             model_version=self.version,
+            **extra,
         )
 
     def predict_arrays(self, arrays: np.ndarray, *, top_k: int | None = None) -> list[Prediction]:
-        return [self._prediction(p, top_k) for p in self.scores_from_arrays(arrays)]
+        arrays = np.asarray(arrays)
+        if arrays.ndim == 3:
+            arrays = arrays[None]
+        outputs = self.outputs_from_arrays(arrays, self._names)
+        extras: list[dict[str, Any]] = [{} for _ in range(len(arrays))]
+        if self.reference is not None:
+            extras = self.reference.describe(arrays, outputs.get(EMBEDDING))
+        probs = self._calibrate(outputs[LOGITS])
+        return [self._prediction(p, top_k, e) for p, e in zip(probs, extras, strict=True)]
 
     def predict(self, data: bytes, *, top_k: int | None = None) -> Prediction:
         """Classify one encoded image.
@@ -333,34 +398,3 @@ class Classifier:
             "input": self.entry.input.model_dump(),
             "runtime": self.runtime.to_dict(),
         }
-
-
-class _Slot:
-    """One interpreter and its tensor bookkeeping; used by one thread at a time."""
-
-    def __init__(self, interpreter: Any, info: RuntimeInfo) -> None:
-        self.interpreter = interpreter
-        self.info = info
-        self.input = interpreter.get_input_details()[0]
-        self.output = interpreter.get_output_details()[0]
-        signature = self.input.get("shape_signature")
-        self.dynamic_batch = signature is not None and len(signature) and signature[0] == -1
-        self.batch = int(self.input["shape"][0])
-
-    def run(self, arrays: np.ndarray) -> np.ndarray:
-        scale, zero_point = self.input["quantization"]
-        batch = scoring.quantize(arrays, np.dtype(self.input["dtype"]).name, scale, zero_point)
-        if self.dynamic_batch:
-            return self._invoke(batch)
-        return np.concatenate([self._invoke(batch[i : i + 1]) for i in range(len(batch))])
-
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) != self.batch:
-            self.interpreter.resize_tensor_input(self.input["index"], batch.shape)
-            self.interpreter.allocate_tensors()
-            self.batch = len(batch)
-        self.interpreter.set_tensor(self.input["index"], batch)
-        self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self.output["index"])
-        scale, zero_point = self.output["quantization"]
-        return scoring.dequantize(raw, scale, zero_point)

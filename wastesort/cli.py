@@ -17,11 +17,14 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wastesort import export
 from wastesort.errors import WastesortError
 from wastesort.preprocess import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from wastesort.manifest import Manifest
 
 PROGRESS_AFTER = 8  # images; fewer finish before a bar would be worth drawing
 
@@ -52,8 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     registry.add_argument("--json", action="store_true", help="print JSON")
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="published versions and the aliases on them")
-    show = actions.add_parser("show", help="one manifest entry")
+    show = actions.add_parser(
+        "show", help="one manifest entry (stdout) and the schema the registry needs (stderr)"
+    )
     show.add_argument("ref", nargs="?", default=None, help="version or alias (production)")
+    show.add_argument(
+        "--schema",
+        action="store_true",
+        help="print only which manifest schema the registry needs and what forces it",
+    )
     promote = actions.add_parser("promote", help="point an alias at a version")
     promote.add_argument("alias")
     promote.add_argument("version")
@@ -205,8 +215,7 @@ def _registry(args: argparse.Namespace) -> int:
         ]
         return _print_rows(rows, args.json)
     if args.action == "show":
-        print(registry.resolve(args.ref).model_dump_json(indent=2))
-        return EXIT_OK
+        return _show(registry.manifest(), args)
     if args.action == "promote":
         registry.promote(args.alias, args.version, reason=args.reason)
         print(f"{args.alias} -> {args.version}")
@@ -220,6 +229,37 @@ def _registry(args: argparse.Namespace) -> int:
         for alias, event in registry.history(args.alias)
     ]
     return _print_rows(rows, args.json)
+
+
+def _show(manifest: Manifest, args: argparse.Namespace) -> int:
+    report = _schema_report(manifest)
+    if args.schema:
+        print(json.dumps(report, indent=2) if args.json else report["summary"])
+        return EXIT_OK
+    print(manifest.resolve(args.ref).model_dump_json(indent=2))
+    print(report["summary"], file=sys.stderr)
+    return EXIT_OK
+
+
+def _schema_report(manifest: Manifest) -> dict[str, Any]:
+    """Which schema the manifest needs (1 unless something of schema 2 is used) and what
+    forces it: readers that know only schema 1 (older devices) refuse a schema-2 manifest."""
+    needs = manifest.schema_needs()
+    schema = manifest.required_schema()
+    if needs:
+        forced = "; ".join(f"{what} ({', '.join(fields)})" for what, fields in needs.items())
+        summary = (
+            f"manifest schema {schema}, needed by: {forced}. Only wastesort releases that read "
+            f"schema {schema} can use this registry: upgrade readers (the fleet) first."
+        )
+    else:
+        summary = "manifest schema 1: every wastesort release reads this registry"
+    return {
+        "schema_version": schema,
+        "written_as": manifest.schema_version,
+        "needed_by": needs,
+        "summary": summary,
+    }
 
 
 def _headline(metrics: dict[str, Any], key: str) -> Any:

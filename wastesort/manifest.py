@@ -10,13 +10,26 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from wastesort.errors import ManifestError, UnsupportedSchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The newest schema this release reads and writes; see `SUPPORTED_SCHEMAS`."""
+SUPPORTED_SCHEMAS = (1, 2)
+"""Schema 2 adds named `outputs` and a `reference` on an entry, and `rollout` on an alias.
+A manifest that uses none of them is written as schema 1, so older readers keep reading it."""
 DEFAULT_ALIAS = "production"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # version ids and alias names
@@ -42,6 +55,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class _Schema2Fields(_Model):
+    """A model with optional schema-2 fields, left out of its JSON while unset: a schema-1
+    reader (extra="forbid") then reads it, and signatures over schema-1 entries stay valid."""
+
+    _schema2: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_schema2(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name in self._schema2:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+    def schema2_fields(self) -> list[str]:
+        """The schema-2 fields this object uses."""
+        return [name for name in self._schema2 if getattr(self, name) is not None]
+
+
 class InputSpec(_Model):
     """What the network takes; `wastesort.preprocess` turns image bytes into exactly this."""
 
@@ -58,7 +90,10 @@ class InputSpec(_Model):
 
 
 class OutputSpec(_Model):
-    kind: Literal["logits", "probabilities"] = "logits"
+    """How to read one output tensor. `embedding` is the pooled penultimate features (schema 2,
+    under `ModelEntry.outputs` only)."""
+
+    kind: Literal["logits", "probabilities", "embedding"] = "logits"
     dtype: Literal["uint8", "int8", "float32"] = "float32"
     scale: float = 1.0
     zero_point: int = 0
@@ -80,7 +115,9 @@ class GoldenItem(_Model):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
-class ModelEntry(_Model):
+class ModelEntry(_Schema2Fields):
+    _schema2 = ("outputs", "reference")
+
     version: str
     artifact: ArtifactRef
     created_at: datetime = Field(default_factory=utcnow)
@@ -98,6 +135,20 @@ class ModelEntry(_Model):
     """Variants of the same model, e.g. `edgetpu` for the `*_edgetpu.tflite` compile."""
     signature: str | None = None
     """Base64 ed25519 signature over `signing_payload(entry)`; see `wastesort.signing`."""
+    outputs: dict[str, OutputSpec] | None = None
+    """Schema 2: the artifact's outputs by signature name, `logits` (the same as `output`) and
+    `embedding`; None for a one-output artifact (its one output is the logits)."""
+    reference: ArtifactRef | None = None
+    """Schema 2: the reference file (`wastesort.reference`) drift reports compare against."""
+
+    @model_validator(mode="after")
+    def _logits_named(self) -> ModelEntry:
+        if self.outputs is not None:
+            if "logits" not in self.outputs:
+                raise ValueError("outputs must name a 'logits' output")
+            if self.outputs["logits"] != self.output:
+                raise ValueError("outputs['logits'] must be the same as output")
+        return self
 
     @field_validator("version")
     @classmethod
@@ -137,13 +188,28 @@ class AliasEvent(_Model):
     reason: str | None = None
 
 
-class Alias(_Model):
+class Rollout(_Model):
+    """Schema 2: a staged rollout on an alias (devices in a cohort get `version` first, the
+    others keep `stable_version`). Defined here; the staged-rollout work gives it behaviour."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stable_version: str | None = None
+    percent: float | None = Field(default=None, ge=0, le=100)
+    cohorts: list[str] = Field(default_factory=list)
+    started_at: datetime | None = None
+
+
+class Alias(_Schema2Fields):
+    _schema2 = ("rollout",)
+
     version: str
     history: list[AliasEvent] = Field(default_factory=list)
+    rollout: Rollout | None = None
 
 
 class Manifest(_Model):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 1
     updated_at: datetime = Field(default_factory=utcnow)
     versions: dict[str, ModelEntry] = Field(default_factory=dict)
     aliases: dict[str, Alias] = Field(default_factory=dict)
@@ -158,17 +224,32 @@ class Manifest(_Model):
         if not isinstance(data, dict):
             raise ManifestError("manifest must be a JSON object")
         found = data.get("schema_version")
-        if found != SCHEMA_VERSION:
+        if found not in SUPPORTED_SCHEMAS or isinstance(found, bool):
             raise UnsupportedSchemaError(
                 f"manifest schema_version {found!r} is not supported by this wastesort "
-                f"(it reads version {SCHEMA_VERSION}); upgrade wastesort to read it"
+                f"(it reads versions {', '.join(map(str, SUPPORTED_SCHEMAS))}); "
+                "upgrade wastesort to read it"
             )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ManifestError(f"manifest is invalid: {exc}") from exc
 
+    def schema_needs(self) -> dict[str, list[str]]:
+        """What forces schema 2: `{"version <id>" | "alias <name>": [fields]}`, empty when
+        schema 1 will do."""
+        needs = {f"version {v}": e.schema2_fields() for v, e in self.versions.items()}
+        needs.update({f"alias {a}": alias.schema2_fields() for a, alias in self.aliases.items()})
+        return {what: fields for what, fields in needs.items() if fields}
+
+    def required_schema(self) -> int:
+        """The lowest schema that can hold this manifest: 1 unless schema-2 fields are used."""
+        return 2 if self.schema_needs() else 1
+
     def dumps(self) -> bytes:
+        """The manifest as written: schema 1 whenever nothing of schema 2 is used, so readers
+        older than schema 2 (devices in the field) keep reading the registry."""
+        self.schema_version = self.required_schema()
         return (self.model_dump_json(indent=2) + "\n").encode()
 
     def entry(self, version: str) -> ModelEntry:

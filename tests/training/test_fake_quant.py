@@ -76,6 +76,7 @@ def test_the_simulation_predicts_the_int8_model(cache, tmp_path):
 
     from training.config import QuantizeConfig
     from training.quantize import convert, representative
+    from wastesort.interpreter import output_details
     from wastesort.manifest import InputSpec
     from wastesort.preprocess import preprocess
 
@@ -93,7 +94,7 @@ def test_the_simulation_predicts_the_int8_model(cache, tmp_path):
 
     interpreter = Interpreter(model_path=str(int8.path))
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp, out = interpreter.get_input_details()[0], output_details(interpreter)["logits"]
     real = []
     for image in pixels:
         interpreter.set_tensor(inp["index"], image[None])

@@ -138,6 +138,17 @@ def test_the_challenger_is_published_as_candidate_and_production_stays(tiny_run)
     for item in entry.golden_set:
         image = (tmp / "registry" / item.image.path).read_bytes()
         assert clf.predict(image).predicted_class == item.expected_class
+    # Two named outputs and a reference file: the manifest is schema 2 from this publish on.
+    assert manifest.schema_version == 2
+    assert set(entry.outputs or {}) == {"logits", "embedding"}
+    assert entry.outputs["embedding"].kind == "embedding"
+    assert entry.reference is not None and entry.reference.path.endswith("reference.npz")
+    assert clf.reference is not None and clf.reference.labels == LABELS
+    assert clf.reference.meta["version"] == entry.version
+    extras = clf.predict(image)
+    assert len(extras.embedding or []) == clf.reference.dims
+    assert set(extras.image_stats or {}) == {"brightness", "contrast", "colourfulness", "blur"}
+    assert (result.run_dir / "reference.npz").exists()
     for name in (
         "split.csv",
         "model_card.md",

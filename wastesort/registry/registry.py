@@ -203,13 +203,25 @@ class Registry:
         """Apply `change` to the latest manifest and write it by compare-and-swap, retrying."""
         for attempt in range(_MAX_ATTEMPTS):
             manifest, etag = self._read()
+            was = manifest.schema_version if etag is not None else 1
             change(manifest)
             manifest.updated_at = utcnow()
+            data = manifest.dumps()  # schema 1 unless something of schema 2 is used
             try:
-                self.store.write_manifest(manifest.dumps(), expected_etag=etag)
+                self.store.write_manifest(data, expected_etag=etag)
             except ConcurrentUpdateError:
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311
                 continue
+            if manifest.schema_version != was:
+                log.warning(
+                    "%s: manifest schema %d -> %d (%s); readers older than schema %d refuse it",
+                    self.uri,
+                    was,
+                    manifest.schema_version,
+                    "; ".join(f"{k}: {', '.join(v)}" for k, v in manifest.schema_needs().items())
+                    or "nothing needs schema 2 any more",
+                    manifest.schema_version,
+                )
             return manifest
         raise ConcurrentUpdateError(
             f"gave up after {_MAX_ATTEMPTS} attempts: the manifest at {self.uri} keeps changing"
@@ -238,9 +250,12 @@ class Registry:
         extra_files: dict[str, Path] | None = None,
         aliases: Sequence[str] = (),
         signing_key: bytes | str | Path | None = None,
+        reference: str | Path | None = None,
         **fields: Any,
     ) -> ModelEntry:
-        """Upload a model (and its golden set and variants), then add it to the manifest.
+        """Upload a model (and its golden set, variants and reference), then add it to the
+        manifest. The manifest stays schema 1 unless the entry uses schema 2 (named `outputs`,
+        a `reference`).
 
         Args:
             model_path: the `.tflite` file.
@@ -249,6 +264,8 @@ class Registry:
             extra_files: variants such as `{"edgetpu": path}`.
             aliases: aliases to point at the new version once it is listed.
             signing_key: an ed25519 private key (PEM) to sign the entry with.
+            reference: the version's reference file (`wastesort.reference`), stored as
+                `reference.npz` and covered by the entry's sha256 and signature.
             **fields: the other `ModelEntry` fields (labels, input, metrics, ...).
 
         Raises:
@@ -273,6 +290,9 @@ class Registry:
                 self._upload_golden(f"{base}/golden/{i:03d}-", sample)
                 for i, sample in enumerate(golden)
             ],
+            reference=(
+                self._upload(f"{base}/reference.npz", Path(reference)) if reference else None
+            ),
             **fields,
         )
         if signing_key is not None:
