@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("core", "serving", "edge")
+MODULES = ("core", "serving", "edge", "outputs")
 
 
 def main(argv: list[str]) -> int:
