@@ -3,6 +3,7 @@
     wastesort classify PATH... [--model URI] [--json] [--top-k K]
     wastesort registry list|show|promote|rollback|history|keygen [--registry URI]
     wastesort dataset export --captures URI --out DIR [--since DATE] [--reviewers-only]
+    wastesort drift --current FOLDER [--model URI] [--reference FOLDER] [--json] [--plot PNG]
 
 Exit codes: 0 everything succeeded, 1 some images failed, 2 a usage error or a model that
 cannot be loaded. User errors print one line, never a traceback.
@@ -19,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wastesort import export
+from wastesort import drift_cli, export
 from wastesort.errors import WastesortError
 from wastesort.preprocess import IMAGE_SUFFIXES
 
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     keygen = actions.add_parser("keygen", help="write a new ed25519 signing key pair")
     keygen.add_argument("out", type=Path, help="folder for signing.pem and signing.pub")
     export.add_parser(commands)
+    drift_cli.add_parser(commands)
     return parser
 
 
@@ -90,11 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        if args.command == "classify":
-            return _classify(args)
-        if args.command == "dataset":
-            return export.run(args)
-        return _registry(args)
+        commands = {"classify": _classify, "dataset": export.run, "drift": drift_cli.run}
+        return commands.get(args.command, _registry)(args)
     except WastesortError as exc:
         print(f"wastesort: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
