@@ -47,11 +47,22 @@ test: lint $(STAMP)  ## set up and run every test (lint, pytest, the Pi-like edg
 classify: $(SERVE_STAMP)  ## classify the sample images with the bundled model
 	$(PY) -m wastesort classify samples/
 
-demo: $(SERVE_STAMP)  ## classify samples/ with the bundled model, then serve the API (serve extra only)
-	@echo "Open the API docs:   http://$(HOST):$(PORT)/docs"
-	@echo "Or classify a photo: curl -s -F file=@samples/glass/glass51.jpg http://$(HOST):$(PORT)/predict"
+# The demo captures every photo tried on / into DEMO_CAPTURES, so /review has something to label;
+# the admin token for /review is API_ADMIN_TOKEN if set, else a new one printed at start.
+DEMO_CAPTURES ?= build/captures
+demo: $(SERVE_STAMP)  ## classify samples/, then serve the API and its pages with capture on (serve extra only)
+	@mkdir -p $(DEMO_CAPTURES)
 	@$(PY) -m wastesort classify samples/
-	@$(MAKE) --no-print-directory serve
+	@token="$${API_ADMIN_TOKEN:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(12))')}"; \
+	echo ""; \
+	echo "Try it (phone-sized too):  http://$(HOST):$(PORT)/"; \
+	echo "Review the captures:       http://$(HOST):$(PORT)/review   admin token: $$token"; \
+	echo "API docs:                  http://$(HOST):$(PORT)/docs"; \
+	echo "Or classify a photo: curl -s -F file=@samples/glass/glass51.jpg http://$(HOST):$(PORT)/predict"; \
+	echo "Captures go to $(DEMO_CAPTURES)/"; \
+	echo ""; \
+	API_CAPTURE_URI="$(abspath $(DEMO_CAPTURES))" API_CAPTURE_SAMPLE="$${API_CAPTURE_SAMPLE:-1}" \
+		API_ADMIN_TOKEN="$$token" $(MAKE) --no-print-directory serve
 
 bench: $(STAMP)  ## run every benchmark; tables on stdout, JSON in bench/results/
 	$(PY) -m bench

@@ -84,6 +84,9 @@ class InfraConfig(BaseModel):
     url_allowlist: tuple[str, ...] = ()
     """Hosts `image_url` may name (`API_URL_ALLOWLIST`); empty: URL input is off."""
 
+    admin_key_ids: tuple[str, ...] = ()
+    """API key ids (not values) that may review captures (`API_ADMIN_KEY_IDS`); see docs/ops.md."""
+
     waf_acl_arn: str | None = Field(default=None, pattern=c.WAF_ARN_PATTERN)
     waf_managed: bool = False
 
@@ -125,6 +128,21 @@ class InfraConfig(BaseModel):
         if bad:
             raise ValueError(f"{', '.join(bad)}: {rule}")
         return value
+
+    @field_validator("admin_key_ids", mode="before")
+    @classmethod
+    def _key_ids(cls, value: Any) -> Any:
+        """Comma-separated like the other lists, but case is kept: a key id is case-sensitive."""
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return value
+        ids = tuple(str(item).strip() for item in items if str(item).strip())
+        bad = [item for item in ids if not re.match(c.API_KEY_ID_PATTERN, item)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: an API key id is letters and digits")
+        return ids
 
     @field_validator("log_retention_days")
     @classmethod

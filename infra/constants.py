@@ -29,6 +29,7 @@ ENV_CORS_ORIGINS = "API_CORS_ORIGINS"
 ENV_URL_ALLOWLIST = "API_URL_ALLOWLIST"
 ENV_CAPTURE_URI = "API_CAPTURE_URI"
 ENV_CAPTURE_SAMPLE = "API_CAPTURE_SAMPLE"
+ENV_ADMIN_KEY_IDS = "API_ADMIN_KEY_IDS"
 CACHE_DIR = "/tmp/wastesort"  # noqa: S108 - Lambda's only writable path
 
 # The API's EMF metrics (namespace, dimensions, names), defined once beside the code that emits
@@ -48,6 +49,12 @@ BINARY_MEDIA_TYPES = ("multipart/form-data", "image/*", "application/octet-strea
 # Paths API Gateway serves without an API key (the app answers every method on them): the
 # interactive docs and the document they load. OPTIONS never needs a key on any path.
 PUBLIC_PATHS = ("docs", "openapi.json")
+# The web pages (functions/api/pages.py): `GET /` and `GET /review` and `GET /static/{proxy+}`
+# pass without a key (a browser sends none on navigation); their scripts send the typed key.
+PAGE_PATHS = ("review",)
+STATIC_PATH = "static"
+API_KEY_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+"""An API Gateway key id (`apigateway get-api-keys` `id`, not the key's value)."""
 
 # Bin devices: what a device may read and where it may write.
 TELEMETRY_PREFIX = "telemetry"

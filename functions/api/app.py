@@ -1,4 +1,5 @@
-"""The FastAPI app: `/predict`, `/predict/batch`, `/health`, `/model/info`, `/feedback`.
+"""The FastAPI app: `/predict`, `/predict/batch`, `/health`, `/model/info`, `/feedback`,
+the reviewer's `/captures` and the two pages (`/`, `/review`).
 
 `create_app()` builds it, once per process: uvicorn calls it (`--factory`, `make serve`) and the
 Lambda handler calls it at init (`functions.api.handler`). Nothing builds an app at import, so
@@ -16,13 +17,14 @@ from typing import Any
 from fastapi import BackgroundTasks, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
-from functions.api import feedback
+from functions.api import feedback, review
 from functions.api import observability as obs
 from functions.api.capture import Capturer
 from functions.api.fetch import Fetcher
 from functions.api.inputs import CheckedImage, parse_batch, parse_single
 from functions.api.middleware import add_middleware
 from functions.api.model import ModelState
+from functions.api.pages import add_pages
 from functions.api.problems import Problem, add_error_handlers
 from functions.api.schemas import (
     HEALTH_EXAMPLE,
@@ -115,6 +117,8 @@ def _add_routes(
     _add_batch(app, state, settings, fetcher)
     _add_status(app, state)
     app.include_router(feedback.router(settings, capturer, _ready(state)))
+    app.include_router(review.router(settings, capturer, _ready(state)))
+    add_pages(app)
 
 
 def _add_predict(

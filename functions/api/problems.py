@@ -63,6 +63,9 @@ KINDS: dict[str, Kind] = {
     "unknown-label": Kind(422, "The label is not one of the model's classes or not_waste"),
     "capture-off": Kind(409, "This deployment does not capture images"),
     "capture-unavailable": Kind(503, "The capture store cannot be reached; retry later"),
+    # reviewing captures (admin endpoints)
+    "unauthorized": Kind(401, "An admin key is needed"),
+    "forbidden": Kind(403, "This key may not review captures"),
     # the server
     "model-unavailable": Kind(503, "The model is not loaded"),
     "overloaded": Kind(503, "The server is busy; retry after the Retry-After seconds"),

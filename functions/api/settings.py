@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wastesort.capture import DEFAULT_SAMPLE
@@ -77,10 +77,17 @@ class Settings(BaseSettings):
     """Connect and read timeout of a capture write on S3, one attempt: on Lambda the caller
     waits for it."""
 
+    admin_key_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """API Gateway key ids (`requestContext.identity.apiKeyId`) that may review captures
+    (`/captures`); a caller's key is refused with 403. See functions/api/admin.py."""
+    admin_token: SecretStr | None = None
+    """A token that may review captures where no API Gateway is in front (`make demo`): sent
+    as `x-admin-token`, `Authorization: Bearer` or `x-api-key`. None: no token is accepted."""
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed by CORS; empty (the default) sends no CORS headers at all."""
 
-    @field_validator("url_allowlist", "cors_origins", mode="before")
+    @field_validator("url_allowlist", "cors_origins", "admin_key_ids", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):

@@ -1,8 +1,10 @@
 """The public door: a REST API proxying every path to the `live` alias, metered by API keys.
 
-Two kinds of request pass without a key, both still answered by the app: CORS preflights
+Three kinds of request pass without a key, all still answered by the app: CORS preflights
 (`OPTIONS` on any path; browsers never send `x-api-key` on them, and the app's CORS settings
-decide the answer) and the interactive docs (`/docs`, `/openapi.json`).
+decide the answer), the interactive docs (`/docs`, `/openapi.json`), and the web pages
+(`GET /`, `GET /review`, `GET /static/...`: a browser sends no key on navigation; the pages'
+scripts send the key the person typed, and the app itself decides who may review).
 """
 
 from __future__ import annotations
@@ -104,11 +106,16 @@ class RestApi(Construct):
         self._acknowledge(has_waf=bool(config.waf_acl_arn or config.waf_managed))
 
     def _routes(self) -> None:
-        """`ANY /` and `ANY /{proxy+}` need a key; `OPTIONS` and the docs paths do not."""
+        """`ANY /` and `ANY /{proxy+}` need a key; `OPTIONS`, the docs and the pages do not."""
         proxy = self.api.root.add_proxy()  # ANY on / and /{proxy+}, with the default options
         proxy.add_method("OPTIONS", api_key_required=False)  # on / as well (a ProxyResource)
         for path in c.PUBLIC_PATHS:
             self.api.root.add_resource(path).add_method("ANY", api_key_required=False)
+        self.api.root.add_method("GET", api_key_required=False)  # the try-it page
+        for path in c.PAGE_PATHS:
+            self.api.root.add_resource(path).add_method("GET", api_key_required=False)
+        assets = self.api.root.add_resource(c.STATIC_PATH).add_proxy(any_method=False)
+        assets.add_method("GET", api_key_required=False)
 
     def _protect(self, config: InfraConfig) -> None:
         acl_arn = config.waf_acl_arn
@@ -132,7 +139,8 @@ class RestApi(Construct):
             self.api,
             rule="AwsSolutions-APIG4",
             reason="Clients are machines metered by API keys and a usage plan (issue 6); CORS "
-            "preflights (OPTIONS) and the docs are public by design. Put an IAM or Cognito "
+            "preflights (OPTIONS), the docs and the static web pages are public by design; "
+            "reviewing needs an admin key, checked by the app. Put an IAM or Cognito "
             "authorizer in front when end users call it directly.",
         )
         acknowledge(

@@ -199,5 +199,9 @@ class Serving(Construct):
 
 def _api_options(config: InfraConfig) -> dict[str, str]:
     """The API's optional settings, only when set: an unchanged environment is no new version."""
-    options = {c.ENV_CORS_ORIGINS: config.cors_origins, c.ENV_URL_ALLOWLIST: config.url_allowlist}
+    options = {
+        c.ENV_CORS_ORIGINS: config.cors_origins,
+        c.ENV_URL_ALLOWLIST: config.url_allowlist,
+        c.ENV_ADMIN_KEY_IDS: config.admin_key_ids,
+    }
     return {name: ",".join(values) for name, values in options.items() if values}

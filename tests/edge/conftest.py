@@ -39,7 +39,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(prebuilt)
     shared = ROOT / "build" / "tiny-models"
     script = ROOT / "tests" / "tiny_model.py"
-    fresh = [shared / "tiny_int8.tflite", shared / "tiny_float.tflite"]
+    fresh = [
+        shared / "named" / "tiny_int8.tflite",
+        shared / "tiny_int8.tflite",
+        shared / "tiny_float.tflite",
+    ]
     if all(f.exists() and f.stat().st_mtime >= script.stat().st_mtime for f in fresh):
         return shared
     python = sys.executable
@@ -50,9 +54,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.skip(f"no TensorFlow to build the tiny model; set {TINY_ENV}")
     out = tmp_path_factory.mktemp("tiny")
     subprocess.run([python, str(script), str(out)], check=True, capture_output=True)
-    shared.mkdir(parents=True, exist_ok=True)
-    for name in ("tiny_float.tflite", "tiny_int8.tflite"):  # int8 last: it marks "complete"
-        staged = shared / f".{name}.{os.getpid()}"
+    (shared / "named").mkdir(parents=True, exist_ok=True)
+    # The int8 model last: it marks "complete" (the Pi-like venv's core tests read named/ too).
+    for name in ("named/tiny_int8.tflite", "tiny_float.tflite", "tiny_int8.tflite"):
+        staged = shared / f"{name}.{os.getpid()}.tmp"
         shutil.copyfile(out / name, staged)
         os.replace(staged, shared / name)
     return shared

@@ -16,21 +16,29 @@ def test_rest_api_accepts_multipart_images_and_octet_stream_as_binary(template: 
 
 
 def _methods(template: Template) -> dict[tuple[str, str], dict]:
-    """(path, HTTP method) -> the method's properties."""
-    paths = {
-        logical_id: "/" + resource["Properties"]["PathPart"]
-        for logical_id, resource in template.find_resources("AWS::ApiGateway::Resource").items()
-    }
+    """(full path, HTTP method) -> the method's properties."""
+    resources = template.find_resources("AWS::ApiGateway::Resource")
+
+    def path_of(ref: dict) -> str:
+        if "Fn::GetAtt" in ref:  # the root resource
+            return ""
+        props = resources[ref["Ref"]]["Properties"]
+        return f"{path_of(props['ParentId'])}/{props['PathPart']}"
+
     found = {}
     for method in template.find_resources("AWS::ApiGateway::Method").values():
         props = method["Properties"]
-        resource = props["ResourceId"]
-        path = "/" if "Fn::GetAtt" in resource else paths[resource["Ref"]]
-        found[(path, props["HttpMethod"])] = props
+        found[(path_of(props["ResourceId"]) or "/", props["HttpMethod"])] = props
     return found
 
 
-def test_only_preflights_and_the_docs_pass_without_an_api_key(template: Template) -> None:
+KEYLESS_PATHS = ("/docs", "/openapi.json")
+PAGES = {("/", "GET"), ("/review", "GET"), ("/static/{proxy+}", "GET")}
+
+
+def test_only_preflights_the_docs_and_the_pages_pass_without_an_api_key(
+    template: Template,
+) -> None:
     methods = _methods(template)
     assert set(methods) == {
         ("/", "ANY"),
@@ -39,9 +47,10 @@ def test_only_preflights_and_the_docs_pass_without_an_api_key(template: Template
         ("/{proxy+}", "OPTIONS"),
         ("/docs", "ANY"),
         ("/openapi.json", "ANY"),
+        *PAGES,
     }
     for (path, verb), props in methods.items():
-        keyless = verb == "OPTIONS" or path in ("/docs", "/openapi.json")
+        keyless = verb == "OPTIONS" or path in KEYLESS_PATHS or (path, verb) in PAGES
         assert props["ApiKeyRequired"] is (not keyless), (path, verb)
         assert props["AuthorizationType"] == "NONE"
 

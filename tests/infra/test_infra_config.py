@@ -47,6 +47,14 @@ def test_cors_origins_and_url_allowlist_from_the_command_line_or_cdk_json() -> N
     assert (unset.cors_origins, unset.url_allowlist) == ((), ())
 
 
+def test_admin_key_ids_keep_their_case_and_must_be_ids() -> None:
+    assert _config(admin_key_ids="Ab12cd34EF, x9").admin_key_ids == ("Ab12cd34EF", "x9")
+    assert _config(admin_key_ids=["k1"]).admin_key_ids == ("k1",)
+    assert _config(admin_key_ids="").admin_key_ids == ()
+    with pytest.raises(ConfigError, match="admin_key_ids"):
+        _config(admin_key_ids="not an id")
+
+
 @pytest.mark.parametrize(
     ("context", "message"),
     [

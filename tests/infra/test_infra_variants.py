@@ -37,6 +37,7 @@ def variant(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         # as `-c key=...` gives them: one comma-separated string each
         cors_origins="https://App.example.com, https://admin.example.com:8443",
         url_allowlist="images.example.com,*.CDN.example.com",
+        admin_key_ids="Ab12cd34EF, zz9yy8xx7w",
     )
     outdir = tmp_path_factory.mktemp("variant.out")
     app, stack = build_app(ctx, outdir=str(outdir))
@@ -93,7 +94,7 @@ def test_alias_mode_serves_the_alias_and_the_canary_watches_the_lambda_only(vari
     assert len(group["AlarmConfiguration"]["Alarms"]) == 2
 
 
-def test_cors_origins_and_url_allowlist_reach_the_api_only(variant: dict) -> None:
+def test_cors_origins_url_allowlist_and_admin_key_ids_reach_the_api_only(variant: dict) -> None:
     template = Template.from_json(variant["template"])
     for handler, expected in (
         (
@@ -101,6 +102,7 @@ def test_cors_origins_and_url_allowlist_reach_the_api_only(variant: dict) -> Non
             {
                 c.ENV_CORS_ORIGINS: "https://app.example.com,https://admin.example.com:8443",
                 c.ENV_URL_ALLOWLIST: "images.example.com,*.cdn.example.com",
+                c.ENV_ADMIN_KEY_IDS: "Ab12cd34EF,zz9yy8xx7w",  # key ids keep their case
             },
         ),
         (c.HOOK_HANDLER, {}),
@@ -109,9 +111,8 @@ def test_cors_origins_and_url_allowlist_reach_the_api_only(variant: dict) -> Non
             template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": handler}})
         )
         env = fn["Properties"]["Environment"]["Variables"]
-        assert {k: env[k] for k in (c.ENV_CORS_ORIGINS, c.ENV_URL_ALLOWLIST) if k in env} == (
-            expected
-        )
+        names = (c.ENV_CORS_ORIGINS, c.ENV_URL_ALLOWLIST, c.ENV_ADMIN_KEY_IDS)
+        assert {k: env[k] for k in names if k in env} == expected
 
 
 def test_linear_traffic_shift(variant: dict) -> None:
