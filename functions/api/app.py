@@ -140,6 +140,7 @@ def _add_predict(
         start = time.perf_counter()
         clf = await ready()
         image, top_k = await parse_single(request, limit=settings.max_body_bytes, fetcher=fetcher)
+        details = _details(request.query_params.get("details"))
         try:
             with obs.subsegment("predict", model_version=clf.version):
                 prediction = await run_in_threadpool(
@@ -166,11 +167,20 @@ def _add_predict(
             },
         )
         return PredictResponse(
-            **prediction.to_dict(),
+            **prediction.to_dict(details=details),
             latency_ms=latency_ms,
             request_id=request_id,
             capture_id=capture_id,
         )
+
+
+def _details(value: str | None) -> bool:
+    """The `details` query flag: absent, `true` or `false` (as the schema's boolean says)."""
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise Problem("validation-error", "details must be true or false")
 
 
 def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher) -> None:

@@ -48,6 +48,16 @@ class PredictResponse(BaseModel):
         default=None,
         description="present when the photo was captured (`POST /feedback` takes it)",
     )
+    embedding: list[float] | None = Field(
+        default=None,
+        description="with `details=true`, where the version has a reference file: the image in "
+        "the reference's 32-d PCA space (what drift reports compare)",
+    )
+    image_stats: dict[str, float] | None = Field(
+        default=None,
+        description="with `details=true`, where the version has a reference file: brightness, "
+        "contrast, colourfulness and blur of the model input",
+    )
 
 
 class BatchItem(BaseModel):
@@ -366,5 +376,17 @@ def request_body(*, batch: bool, batch_max: int, url_input: bool) -> dict[str, A
         "description": f"URL input depends on the deployment (`API_URL_ALLOWLIST`); {urls}.",
         "content": content,
     }
-    top_k = {"name": "top_k", "in": "query", "required": False, "schema": TOP_K}
-    return {"requestBody": body, "parameters": [top_k]}
+    params = [{"name": "top_k", "in": "query", "required": False, "schema": TOP_K}]
+    if not batch:
+        params.append(DETAILS_PARAM)
+    return {"requestBody": body, "parameters": params}
+
+
+DETAILS_PARAM = {
+    "name": "details",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "add `embedding` and `image_stats` to the answer (only versions published "
+    "with a reference file have them; others answer without)",
+}

@@ -222,4 +222,5 @@ def test_every_status_an_operation_answers_is_documented(client: TestClient):
     for path in ("/predict", "/predict/batch"):
         answers = spec["paths"][path]["post"]["responses"]
         assert {"400", "408", "413", "415", "422"} <= set(answers), path
-        assert {p["name"] for p in spec["paths"][path]["post"]["parameters"]} == {"top_k"}
+        names = {p["name"] for p in spec["paths"][path]["post"]["parameters"]}
+        assert names == ({"top_k", "details"} if path == "/predict" else {"top_k"}), path
