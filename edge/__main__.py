@@ -1,7 +1,7 @@
 """`python -m edge run --config edge.yaml` (the service) or
 `python -m edge run --source folder:DIR --once` (a trial, a test, a benchmark);
 `python -m edge check --config edge.yaml` validates a config; `status` prints the last
-heartbeat."""
+heartbeat; `fleet --telemetry URI` tabulates every bin's uploaded heartbeat (edge/fleet.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--alias", help="alias to follow (overrides model.alias)")
     run.add_argument("--json", action="store_true", help="one JSON line per decision on stdout")
     run.add_argument("--stats-json", type=Path, help="write per-stage timings here at exit")
+    fleet = commands.add_parser("fleet", help="the fleet's devices from their uploaded heartbeats")
+    fleet.add_argument("--telemetry", required=True, help="s3://bucket/telemetry or a folder")
+    fleet.add_argument("--stale-minutes", type=float, default=30.0, help="stale after (30)")
+    fleet.add_argument("--expect", help="the version every bin should run (default: most run)")
+    fleet.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -58,6 +63,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "fleet":
+        return _fleet(args)
     try:
         config = load_config(args.config, **_overrides(args))
         key = config.model.public_key
@@ -79,6 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return _status(config)
     return _run(config, args)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    from edge.fleet import FleetError, run  # noqa: PLC0415
+
+    if args.stale_minutes <= 0:
+        print("edge: fleet: --stale-minutes must be positive", file=sys.stderr)
+        return 2
+    try:
+        print(
+            run(
+                args.telemetry,
+                stale_minutes=args.stale_minutes,
+                as_json=args.json,
+                expect=args.expect,
+            )
+        )
+    except FleetError as exc:
+        print(f"edge: fleet: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _status(config: EdgeConfig) -> int:

@@ -114,7 +114,7 @@ def _add_routes(
     app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
 ) -> None:
     _add_predict(app, state, settings, fetcher, capturer)
-    _add_batch(app, state, settings, fetcher)
+    _add_batch(app, state, settings, fetcher, capturer)
     _add_status(app, state)
     app.include_router(feedback.router(settings, capturer, _ready(state)))
     app.include_router(review.router(settings, capturer, _ready(state)))
@@ -183,7 +183,9 @@ def _details(value: str | None) -> bool:
     raise Problem("validation-error", "details must be true or false")
 
 
-def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher) -> None:
+def _add_batch(
+    app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
+) -> None:
     ready = _ready(state)
 
     @app.post(
@@ -195,7 +197,7 @@ def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fet
             batch=True, batch_max=settings.batch_max, url_input=fetcher.enabled
         ),
     )
-    async def predict_batch(request: Request) -> BatchResponse:
+    async def predict_batch(request: Request, background: BackgroundTasks) -> BatchResponse:
         start = time.perf_counter()
         clf = await ready()
         outcome: list[Any]
@@ -206,6 +208,7 @@ def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fet
             fetcher=fetcher,
         )
         good = [item.data for item in outcome if isinstance(item, CheckedImage)]
+        data = [item.data if isinstance(item, CheckedImage) else b"" for item in outcome]
         if good:
             with obs.subsegment("predict_batch", model_version=clf.version):
                 answers = iter(
@@ -233,7 +236,8 @@ def _add_batch(app: FastAPI, state: ModelState, settings: Settings, fetcher: Fet
                 predictions.append(item)
                 fields = item.to_dict()
                 fields.pop("model_version")
-                items.append(BatchItem(index=index, status=200, **fields))
+                capture_id = capturer.schedule(background, data[index], item)
+                items.append(BatchItem(index=index, status=200, capture_id=capture_id, **fields))
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         if predictions:
             obs.record_predictions(clf.version, predictions, latency_ms)

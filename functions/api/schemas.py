@@ -67,6 +67,9 @@ class BatchItem(BaseModel):
     confidence: float | None = None
     all_confidences: dict[str, float] | None = None
     decision: str | None = None
+    capture_id: str | None = Field(
+        default=None, description="present when this image was captured (as on `/predict`)"
+    )
     problem: dict[str, Any] | None = Field(default=None, description="RFC 9457 problem")
 
 

@@ -78,6 +78,28 @@ def test_every_uncertain_prediction_is_captured(
     assert "/feedback" in client.get("/openapi.json").json()["paths"]
 
 
+def test_a_batch_captures_its_uncertain_images_and_skips_its_bad_ones(
+    make_client: Client, unsure: Classifier, jpeg: bytes, tmp_path: Path
+):
+    """Each answered image of a batch is judged like a /predict; a bad one takes no capture and
+    does not shift the others' photos."""
+    client = make_client(unsure, capture_uri=str(tmp_path), capture_sample=0.0)
+    files = [
+        ("files", ("a.jpg", jpeg, "image/jpeg")),
+        ("files", ("bad.png", b"\x89PNG\r\n\x1a\nnot really", "image/png")),
+        ("files", ("c.jpg", jpeg, "image/jpeg")),
+    ]
+    response = client.post("/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [200, 400, 200]
+    assert results[1].get("capture_id") is None
+    ids = [results[0]["capture_id"], results[2]["capture_id"]]
+    assert captured(tmp_path) == sorted(ids)
+    store = CaptureStore.from_uri(str(tmp_path))
+    assert store.record(ids[0]).sha256 == store.record(ids[1]).sha256  # the same photo twice
+
+
 def test_a_seeded_fraction_of_decided_predictions_is_captured(
     make_client: Client, sure: Classifier, jpeg: bytes, tmp_path: Path
 ):
