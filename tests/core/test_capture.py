@@ -9,11 +9,10 @@ import random
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 from PIL import Image
 
+from tests.conftest import moto_bucket
 from wastesort.capture import (
     CaptureStore,
     Sampler,
@@ -36,11 +35,7 @@ NOW = datetime(2026, 12, 5, 10, 30, 0, tzinfo=UTC)
 
 @pytest.fixture
 def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
+    with moto_bucket(BUCKET) as client:
         yield client
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from tests.conftest import sample_bytes, tiny_fields
+from tests.conftest import moto_bucket, sample_bytes, tiny_fields
 from wastesort import Classifier
 from wastesort.classifier import split_ref
 from wastesort.errors import (
@@ -31,11 +30,7 @@ BUCKET = "wastesort-test-registry"
 
 @pytest.fixture
 def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
+    with moto_bucket(BUCKET) as client:
         yield client
 
 

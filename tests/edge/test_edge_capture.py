@@ -12,10 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto import mock_aws
 from PIL import Image
 
 from edge.capture import QueuedCapture
@@ -23,7 +21,7 @@ from edge.config import ConfigError, load_config
 from edge.decided import DECIDED_FILE
 from edge.telemetry import S3Sink, TelemetryQueue, Uploader, telemetry_status
 from edge.wiring import build_runner
-from tests.conftest import ROOT
+from tests.conftest import ROOT, moto_bucket
 from tests.edge.conftest import EDGE_TIMEOUT
 from tests.edge.test_edge_decided import FILES, decide_what_is_there, inbox_with
 from tests.edge.test_edge_runner import ALL_SAMPLES, edge_config
@@ -36,14 +34,8 @@ DEVICE = "bin-7"
 
 @pytest.fixture
 def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        client.put_bucket_versioning(
-            Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
-        )  # as in the CDK app: a retried put must not leave a second version
+    # versioned as in the CDK app: a retried put must not leave a second version
+    with moto_bucket(BUCKET, versioned=True) as client:
         yield client
 
 

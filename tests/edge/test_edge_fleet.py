@@ -7,15 +7,14 @@ import json
 import time
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 import edge.health
 from edge.__main__ import main
 from edge.fleet import read_heartbeats, summarize
 from edge.health import Health
 from edge.telemetry import S3Sink
+from tests.conftest import moto_bucket
 from wastesort.registry.local import LocalStore
 
 BUCKET = "wastesort-fleet-test"
@@ -82,11 +81,7 @@ def folder_sink(root: Path):
 
 @pytest.fixture
 def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
+    with moto_bucket(BUCKET) as client:
         yield client
 
 

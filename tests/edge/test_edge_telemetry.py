@@ -14,14 +14,12 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from moto import mock_aws
 
 from edge.config import load_config
 from edge.telemetry import HttpSink, S3Sink, TelemetryQueue, Uploader, backoff_delay
-from tests.conftest import ROOT
+from tests.conftest import ROOT, moto_bucket
 from tests.edge.conftest import EDGE_TIMEOUT
 
 BUCKET = "wastesort-telemetry-test"
@@ -64,11 +62,7 @@ def kill_writer_after(path: Path, acknowledged: int) -> set[str]:
 
 @pytest.fixture
 def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
+    with moto_bucket(BUCKET) as client:
         yield client
 
 
