@@ -171,7 +171,7 @@ def test_a_file_decided_again_is_not_captured_again(tmp_path, edge_registry, s3)
         edge_registry,
         actuators=[],
         source={"kind": "folder", "path": inbox, "poll_s": 0.01},
-        capture={"enabled": True, "sample": 0.5},
+        capture={"enabled": True, "sample": 1.0},  # every file: the test is about repeats
     )
     sink = S3Sink(f"s3://{BUCKET}", client=s3, captures=True)
 
