@@ -51,7 +51,7 @@ from wastesort.capture_ids import (  # re-exported: `wastesort.capture` is the f
 )
 from wastesort.errors import NotFoundError, RegistryError
 from wastesort.preprocess import DEFAULT_MAX_PIXELS, load_image
-from wastesort.registry.s3 import CONFLICT_CODES, S3Store, error_code
+from wastesort.registry.s3 import S3Store
 from wastesort.registry.store import RegistryStore
 
 __all__ = [
@@ -206,22 +206,6 @@ def record_bytes(record: Capture) -> bytes:
 # --- the store ------------------------------------------------------------------------------------
 
 
-def _put_tagged(store: S3Store, key: str, data: bytes) -> bool:
-    """`S3Store.put_new` with the capture's `labelled=false` tag (the lifecycle rule's filter)."""
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
-
-    full = f"{store.prefix}/{key}" if store.prefix else key
-    try:
-        store.client.put_object(
-            Bucket=store.bucket, Key=full, Body=data, IfNoneMatch="*", Tagging=UNLABELLED
-        )
-    except (ClientError, BotoCoreError) as exc:
-        if error_code(exc) in CONFLICT_CODES:  # S3Store.put_new's rule: already written
-            return False
-        raise RegistryError(f"cannot upload {key} to {store.uri}: {exc}") from exc
-    return True
-
-
 class CaptureStore:
     """Captures and label events over one `RegistryStore` (see the module docstring)."""
 
@@ -260,7 +244,7 @@ class CaptureStore:
     def _put(self, key: str, data: bytes, *, tagged: bool = False) -> None:
         """Write once; on S3 a capture's objects carry `labelled=false` (`tagged`)."""
         if tagged and isinstance(self.store, S3Store):
-            written = _put_tagged(self.store, key, data)
+            written = self.store.put_new(key, data, tagging=UNLABELLED)
         else:
             written = self.store.put_new(key, data)
         if not written:

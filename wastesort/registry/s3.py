@@ -8,6 +8,7 @@ refuses with 412 whatever would lose an update or overwrite a written object.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -73,19 +74,17 @@ class S3Store(RegistryStore):
                 raise ConcurrentUpdateError("the manifest changed since it was read") from exc
             raise RegistryError(f"cannot write {self.uri}/{MANIFEST}: {exc}") from exc
 
-    def put_new(self, key: str, source: bytes | Path) -> bool:
+    def put_new(self, key: str, source: bytes | Path, *, tagging: str | None = None) -> bool:
+        """See `RegistryStore.put_new`; `tagging` (`k=v&...`) tags the object as it is written,
+        for lifecycle rules that filter by tag (captures)."""
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
+        extra = {"Tagging": tagging} if tagging else {}
         try:
-            if isinstance(source, bytes):
+            with nullcontext(source) if isinstance(source, bytes) else open(source, "rb") as body:
                 self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=source, IfNoneMatch="*"
+                    Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*", **extra
                 )
-            else:
-                with open(source, "rb") as body:
-                    self.client.put_object(
-                        Bucket=self.bucket, Key=self._key(key), Body=body, IfNoneMatch="*"
-                    )
         except (ClientError, BotoCoreError) as exc:
             if error_code(exc) in CONFLICT_CODES:
                 return False
