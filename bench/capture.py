@@ -23,18 +23,19 @@ Writes `bench/results/capture.json` (and the `capture` part of `serving.json` wh
 
 from __future__ import annotations
 
-import argparse
-import base64
 import json
-import logging
 import os
 import statistics
 import subprocess
-import sys
-import time
 from typing import Any
 
-from bench.serving import PY, RESULTS, ROOT, WORK, ensure_standin, free_port, test_jpeg
+from bench.serving import (
+    PY,
+    ROOT,
+    WORK,
+    gateway_event,
+    moto_s3,
+)
 
 BUCKET = "bench-captures"
 VARIANTS = {  # name -> extra environment
@@ -63,29 +64,6 @@ for line in sys.stdin:
 """
 
 
-def _event(body: bytes) -> dict[str, Any]:
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/predict",
-        "rawQueryString": "",
-        "headers": {"content-type": "image/jpeg"},
-        "requestContext": {
-            "http": {
-                "method": "POST",
-                "path": "/predict",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "bench",
-            },
-            "requestId": "bench",
-            "stage": "$default",
-        },
-        "body": base64.b64encode(body).decode(),
-        "isBase64Encoded": True,
-    }
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -94,73 +72,58 @@ def _percentile(values: list[float], q: float) -> float:
 def run(model_uri: str, body: bytes, *, rounds: int = 6, calls: int = 50) -> dict[str, Any]:
     """Interleaved blocks of `calls` warm invocations per variant, `rounds` times (the order
     alternates each round), after a warm-up block each."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    aws = {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_ENDPOINT_URL_S3": endpoint,
-    }
     children: dict[str, subprocess.Popen] = {}
-    try:
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1", **_keys(aws))
-        s3.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        WORK.mkdir(parents=True, exist_ok=True)
-        event_file = WORK / "capture-event.json"
-        event_file.write_text(json.dumps(_event(body)))
-        base = {
-            **os.environ,
-            **aws,
-            "MODEL_URI": model_uri,
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "WASTESORT_CACHE_DIR": str(WORK / "capture-cache"),
-        }
-        for name, extra in VARIANTS.items():
-            children[name] = subprocess.Popen(
-                [PY, "-c", CHILD, str(event_file)],
-                cwd=ROOT,
-                env={**base, **extra},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
+    with moto_s3() as (s3, aws):
+        try:
+            s3.create_bucket(
+                Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
             )
-        for child in children.values():
-            assert json.loads(child.stdout.readline())["ready"]
-        times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-        captured = dict.fromkeys(VARIANTS, 0)
-        for block in range(rounds + 1):  # block 0 warms up
-            order = list(children) if block % 2 == 0 else list(reversed(children))
-            for name in order:
-                child = children[name]
-                child.stdin.write(f"{calls}\n")
-                child.stdin.flush()
-                answer = json.loads(child.stdout.readline())
+            s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+            WORK.mkdir(parents=True, exist_ok=True)
+            event_file = WORK / "capture-event.json"
+            event_file.write_text(json.dumps(gateway_event(body)))
+            base = {
+                **os.environ,
+                **aws,
+                "MODEL_URI": model_uri,
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                "WASTESORT_CACHE_DIR": str(WORK / "capture-cache"),
+            }
+            for name, extra in VARIANTS.items():
+                children[name] = subprocess.Popen(
+                    [PY, "-c", CHILD, str(event_file)],
+                    cwd=ROOT,
+                    env={**base, **extra},
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            for child in children.values():
+                assert json.loads(child.stdout.readline())["ready"]
+            times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            captured = dict.fromkeys(VARIANTS, 0)
+            for block in range(rounds + 1):  # block 0 warms up
+                order = list(children) if block % 2 == 0 else list(reversed(children))
+                for name in order:
+                    child = children[name]
+                    child.stdin.write(f"{calls}\n")
+                    child.stdin.flush()
+                    answer = json.loads(child.stdout.readline())
+                    if block:
+                        times[name].extend(answer["ms"])
+                        captured[name] += answer["captured"]
                 if block:
-                    times[name].extend(answer["ms"])
-                    captured[name] += answer["captured"]
-            if block:
-                print(f"  round {block}/{rounds} done", flush=True)
-        stored = sum(
-            len(page.get("Contents", []))
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-        )
-    finally:
-        for child in children.values():
-            child.kill()
-            child.wait()
-        moto.stop()
+                    print(f"  round {block}/{rounds} done", flush=True)
+            stored = sum(
+                len(page.get("Contents", []))
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            )
+        finally:
+            for child in children.values():
+                child.kill()
+                child.wait()
     off = times["off"]
     p50_off, p99_off = statistics.median(off), _percentile(off, 0.99)
     variants = {}
@@ -187,50 +150,3 @@ def run(model_uri: str, body: bytes, *, rounds: int = 6, calls: int = 50) -> dic
         "target_p50_added_pct": TARGET * 100,
         "variants": variants,
     }
-
-
-def _keys(aws: dict[str, str]) -> dict[str, str]:
-    return {
-        "aws_access_key_id": aws["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": aws["AWS_SECRET_ACCESS_KEY"],
-    }
-
-
-def table(result: dict[str, Any]) -> str:
-    lines = [
-        f"capture on the Lambda handler path ({result['store']}; "
-        f"{result['rounds']} x {result['calls_per_block']} warm calls per variant, interleaved)",
-        "",
-        "| variant | captured | p50 ms | p99 ms | p50 added | p99 added |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, v in result["variants"].items():
-        lines.append(
-            f"| {name} | {v['captured']}/{v['calls']} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} "
-            f"| {v['p50_added_ms']:+.2f} ms ({v['p50_added_pct']:+.1f} %) "
-            f"| {v['p99_added_ms']:+.2f} ms ({v['p99_added_pct']:+.1f} %) |"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.capture", description=__doc__)
-    parser.add_argument("--model", help="registry URI of the model (default: the stand-in)")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--calls", type=int, default=50, help="warm calls per block")
-    args = parser.parse_args(argv or [])
-    model_uri = args.model or ensure_standin()[0]
-    started = time.perf_counter()
-    result = run(model_uri, test_jpeg(), rounds=args.rounds, calls=args.calls)
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "capture.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(table(result))
-    print(f"\nwrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -303,14 +303,36 @@ def _runtime_dir() -> Path:
     return out
 
 
-def cold_start(
-    model_registry: str, keras_path: Path, body: bytes, *, reps: int, package_dir: Path
-) -> dict[str, Any]:
+def gateway_event(body: bytes) -> dict[str, Any]:
+    """An API Gateway (HTTP API, v2) `POST /predict` with a JPEG body, as Lambda hands it over."""
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/predict",
+        "rawQueryString": "",
+        "headers": {"content-type": "image/jpeg"},
+        "requestContext": {
+            "http": {
+                "method": "POST",
+                "path": "/predict",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "bench",
+            },
+            "requestId": "bench",
+            "stage": "$default",
+        },
+        "body": base64.b64encode(body).decode(),
+        "isBase64Encoded": True,
+    }
+
+
+@contextlib.contextmanager
+def moto_s3() -> Iterator[tuple[Any, dict[str, str]]]:
+    """A moto S3 server on loopback for child processes: (a client, the environment a child
+    needs to reach it). Stopped on exit."""
     import boto3
     from moto.server import ThreadedMotoServer
-
-    from wastesort.registry import Registry
-    from wastesort.registry.s3 import S3Store
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     port = free_port()
@@ -324,13 +346,25 @@ def cold_start(
         "AWS_ENDPOINT_URL_S3": endpoint,
     }
     try:
-        s3 = boto3.client(
+        client = boto3.client(
             "s3",
             endpoint_url=endpoint,
             region_name="eu-west-1",
             aws_access_key_id="bench",
             aws_secret_access_key="bench",
         )
+        yield client, aws
+    finally:
+        moto.stop()
+
+
+def cold_start(
+    model_registry: str, keras_path: Path, body: bytes, *, reps: int, package_dir: Path
+) -> dict[str, Any]:
+    from wastesort.registry import Registry
+    from wastesort.registry.s3 import S3Store
+
+    with moto_s3() as (s3, aws):
         s3.create_bucket(
             Bucket="bench", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
@@ -349,26 +383,7 @@ def cold_start(
         )
         remote.publish(local.fetch(entry), version=entry.version, aliases=["production"], **fields)
         s3.upload_file(str(keras_path), "bench", "keras/model.keras")
-        event = {
-            "version": "2.0",
-            "routeKey": "$default",
-            "rawPath": "/predict",
-            "rawQueryString": "",
-            "headers": {"content-type": "image/jpeg"},
-            "requestContext": {
-                "http": {
-                    "method": "POST",
-                    "path": "/predict",
-                    "protocol": "HTTP/1.1",
-                    "sourceIp": "127.0.0.1",
-                    "userAgent": "bench",
-                },
-                "requestId": "bench",
-                "stage": "$default",
-            },
-            "body": base64.b64encode(body).decode(),
-            "isBase64Encoded": True,
-        }
+        event = gateway_event(body)
         event_file = WORK / "cold-event.json"
         event_file.write_text(json.dumps(event))
         api_env = {
@@ -450,8 +465,6 @@ def cold_start(
                     f"(status {out['status']})",
                     flush=True,
                 )
-    finally:
-        moto.stop()
     return {
         name: {
             "cold_ms": round(statistics.median(r["cold_ms"] for r in results)),
