@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,10 +17,14 @@ from edge.config import ConfigError, load_config
 from edge.decided import DECIDED_FILE
 from edge.telemetry import S3Sink, TelemetryQueue, Uploader, telemetry_status
 from edge.wiring import build_runner
-from tests.conftest import ROOT, moto_bucket
-from tests.edge.conftest import EDGE_TIMEOUT
-from tests.edge.test_edge_decided import FILES, decide_what_is_there, inbox_with
-from tests.edge.test_edge_runner import ALL_SAMPLES, edge_config
+from tests.conftest import moto_bucket
+from tests.edge.test_edge_decided import (
+    FILES,
+    decide_what_is_there,
+    inbox_with,
+    kill_and_restart,
+)
+from tests.edge.test_edge_runner import edge_config
 from wastesort.capture import Capture, CaptureStore, parse_id
 from wastesort.registry.s3 import S3Store
 
@@ -98,45 +98,18 @@ def test_a_killed_service_captures_each_photo_once_through_an_outage(tmp_path, e
     through refused connections, a lost answer and a restart: each photo is stored once."""
     inbox = inbox_with(tmp_path)
     state = tmp_path / "state"
-    config = tmp_path / "edge.yaml"
-    config.write_text(
-        f"device_id: {DEVICE}\nstate_dir: {state}\n"
-        f"model:\n  registry: {edge_registry.uri}\n  num_threads: 1\n"
-        f"source:\n  kind: folder\n  path: {inbox}\n  poll_s: 0.05\n"
-        "actuators: []\ncapture:\n  enabled: true\n  sample: 1.0\n"
+
+    def captured(count: int) -> bool:
+        return (state / "telemetry.sqlite").exists() and len(pending(state)) >= count
+
+    kill_and_restart(
+        tmp_path,
+        edge_registry,
+        inbox,
+        captured,
+        device=DEVICE,
+        extra="capture:\n  enabled: true\n  sample: 1.0\n",
     )
-    log = tmp_path / "stderr.log"
-
-    def start() -> subprocess.Popen:
-        with log.open("a") as stderr:
-            return subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-
-    def wait_for(count: int, process: subprocess.Popen) -> None:
-        deadline = time.monotonic() + EDGE_TIMEOUT
-        while not (state / "telemetry.sqlite").exists() or len(pending(state)) < count:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"timed out waiting for {count} captures"
-            time.sleep(0.05)
-
-    process = start()
-    try:
-        wait_for(FILES, process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(EDGE_TIMEOUT)
-        process = start()
-        (inbox / "later.jpg").write_bytes(ALL_SAMPLES[FILES].read_bytes())
-        wait_for(FILES + 1, process)
-        process.send_signal(signal.SIGTERM)
-        process.wait(EDGE_TIMEOUT)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 0, log.read_text()
     queued = pending(state)
     assert len({c.capture_id for c in queued}) == len(queued) == FILES + 1
 

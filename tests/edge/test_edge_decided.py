@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edge.decided import DECIDED_FILE, DecidedFiles, event_id, file_key
@@ -28,6 +29,60 @@ def inbox_with(tmp_path: Path, count: int = FILES) -> Path:
     for i, path in enumerate(ALL_SAMPLES[:count]):
         (inbox / f"{i}.jpg").write_bytes(path.read_bytes())
     return inbox
+
+
+def kill_and_restart(
+    tmp_path: Path,
+    registry,
+    inbox: Path,
+    done: Callable[[int], bool],
+    *,
+    device: str,
+    extra: str = "",
+) -> None:
+    """The service as systemd runs it, through a kill: start it on `inbox`, SIGKILL it once
+    `done(FILES)`, start it again, drop one more file, stop it (SIGTERM) once `done(FILES + 1)`;
+    it must exit 0. `extra` is appended to its YAML config."""
+    state = tmp_path / "state"
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        f"device_id: {device}\nstate_dir: {state}\n"
+        f"model:\n  registry: {registry.uri}\n  num_threads: 1\n"
+        f"source:\n  kind: folder\n  path: {inbox}\n  poll_s: 0.05\n"
+        f"actuators: []\n{extra}"
+    )
+    log = tmp_path / "stderr.log"
+
+    def start() -> subprocess.Popen:
+        with log.open("a") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-m", "edge", "run", "--config", str(config)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+
+    def wait_for(count: int, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + EDGE_TIMEOUT
+        while not done(count):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"timed out waiting for {count} files"
+            time.sleep(0.05)
+
+    process = start()
+    try:
+        wait_for(FILES, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(EDGE_TIMEOUT)
+        process = start()
+        (inbox / "later.jpg").write_bytes(ALL_SAMPLES[FILES].read_bytes())
+        wait_for(FILES + 1, process)  # found after the folder's first pass: none re-decided
+        process.send_signal(signal.SIGTERM)
+        process.wait(EDGE_TIMEOUT)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, log.read_text()
 
 
 def service(tmp_path: Path, registry, inbox: Path) -> Runner:
@@ -170,51 +225,13 @@ def test_a_killed_service_does_not_decide_its_folder_again(tmp_path, edge_regist
     one more file: only that one is decided, and the queue holds each file once."""
     inbox = inbox_with(tmp_path)
     state = tmp_path / "state"
-    config = tmp_path / "edge.yaml"
-    config.write_text(
-        f"device_id: bin-5\nstate_dir: {state}\n"
-        f"model:\n  registry: {edge_registry.uri}\n  num_threads: 1\n"
-        f"source:\n  kind: folder\n  path: {inbox}\n  poll_s: 0.05\n"
-        "actuators: []\n"
-    )
-
-    log = tmp_path / "stderr.log"
-
-    def start() -> subprocess.Popen:
-        with log.open("a") as stderr:
-            return subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
 
     def decided(count: int) -> bool:  # the events queued and the files remembered
         if not (state / "telemetry.sqlite").exists() or len(queued(state)) < count:
             return False
         return not (state / DECIDED_FILE).exists() or remembered(state) >= count
 
-    def wait_for(count: int, process: subprocess.Popen) -> None:
-        deadline = time.monotonic() + EDGE_TIMEOUT
-        while not decided(count):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"timed out waiting for {count} decisions"
-            time.sleep(0.05)
-
-    process = start()
-    try:
-        wait_for(FILES, process)
-        process.send_signal(signal.SIGKILL)
-        process.wait(EDGE_TIMEOUT)
-        process = start()
-        (inbox / "later.jpg").write_bytes(ALL_SAMPLES[FILES].read_bytes())
-        wait_for(FILES + 1, process)  # found after the folder's first pass: none re-decided
-        process.send_signal(signal.SIGTERM)
-        process.wait(EDGE_TIMEOUT)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 0, log.read_text()
+    kill_and_restart(tmp_path, edge_registry, inbox, decided, device="bin-5")
     events = queued(state)
     assert len(events) == FILES + 1
     assert len({e["source"] for e in events}) == len({e["event_id"] for e in events}) == FILES + 1
