@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wastesort import drift_cli, export
+from wastesort.bulk import to_record
 from wastesort.errors import WastesortError
 from wastesort.preprocess import IMAGE_SUFFIXES
 
@@ -141,12 +142,11 @@ def _classify_one(classifier: Any, path: Path, top_k: int | None) -> dict[str, A
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return {"path": str(path), "error": {"code": "unreadable", "message": exc.strerror}}
+        return to_record(str(path), exc)
     try:
-        prediction = classifier.predict(data, top_k=top_k)
+        return to_record(str(path), classifier.predict(data, top_k=top_k))
     except WastesortError as exc:
-        return {"path": str(path), "error": {"code": exc.code, "message": exc.message}}
-    return {"path": str(path), **prediction.to_dict()}
+        return to_record(str(path), exc)
 
 
 def _emit(result: dict[str, Any], *, as_json: bool) -> None:
