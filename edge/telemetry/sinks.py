@@ -13,6 +13,7 @@ import threading
 from typing import Any, Protocol
 
 from wastesort.capture import UNLABELLED
+from wastesort.fleet import DEVICE_PREFIX
 from wastesort.registry.s3 import CONFLICT_CODES, error_code
 
 _JSON = "application/json"
@@ -38,8 +39,8 @@ class CaptureSink(Protocol):
         ...
 
 
-DEVICE_PREFIX = "telemetry"
-"""The device role may write only under `telemetry/<thing name>/` (infra/constructs/devices.py)."""
+# DEVICE_PREFIX (wastesort.fleet): the device role may write only under `telemetry/<thing name>/`
+# (infra/constructs/devices.py).
 CAPTURE_PREFIX = "captures"
 """... and, in the capture bucket, under `captures/<thing name>/` (infra/constructs/captures.py),
 at the bucket's root: a bin's capture store is `s3://<capture bucket>`."""
