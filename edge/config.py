@@ -207,6 +207,29 @@ class CaptureConfig(_Section):
     counted and reported, like events."""
 
 
+class RecordsConfig(_Section):
+    """Prediction records for drift reports (docs/edge.md, "Records"): all confidences, the
+    projected embedding and image statistics of a decision's frame; no photo."""
+
+    enabled: bool = True
+    sample: float = Field(default=1.0, ge=0, le=1)
+    """The share of decisions recorded (their deciding frame)."""
+    upload_to: str | None = None
+    """The record store: `s3://<capture bucket>` (objects go to `records/<device id>/...`) or
+    an `https://` endpoint; None: `capture.upload_to`, and with neither they stay on the bin."""
+    max_pending: int = Field(default=20_000, ge=10)
+    """Records waiting for upload at most (about 1 KB each); the oldest beyond are evicted."""
+    keep: int = Field(default=500, ge=0)
+    """Uploaded records kept in the queue file for the heartbeat's drift verdict and
+    `wastesort drift --current <state>/telemetry.sqlite`."""
+    drift_window: int = Field(default=200, ge=2)
+    """The heartbeat's drift verdict judges the serving version's last this many records."""
+    drift_every: int = Field(default=20, ge=1)
+    """... recomputed on a heartbeat once this many new records came (off the frame loop)."""
+    drift_permutations: int = Field(default=200, ge=10)
+    """Permutations of the embedding test: fewer than the CLI's, for a Pi's CPU."""
+
+
 class HealthConfig(_Section):
     interval_s: float = Field(default=60.0, gt=0)
 
@@ -224,6 +247,7 @@ class EdgeConfig(BaseSettings):
     actuators: list[ActuatorConfig] = Field(default_factory=lambda: [LogActuatorConfig()])
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -234,6 +258,12 @@ class EdgeConfig(BaseSettings):
         if self.capture.enabled and not re.fullmatch(CAPTURE_SOURCE, self.device_id):
             raise ValueError(
                 f"capture names captures by the device id: {self.device_id!r} must match "
+                f"{CAPTURE_SOURCE} (no dots)"
+            )
+        uploads = self.records.upload_to or self.capture.upload_to
+        if self.records.enabled and uploads and not re.fullmatch(CAPTURE_SOURCE, self.device_id):
+            raise ValueError(
+                f"records are uploaded under the device id: {self.device_id!r} must match "
                 f"{CAPTURE_SOURCE} (no dots)"
             )
         return self

@@ -26,6 +26,7 @@ from edge.decide import Debouncer, Decision
 from edge.decided import DecidedFiles, event_id
 from edge.first_model import FirstModel, start_model
 from edge.health import Health
+from edge.records import EdgeRecords
 from edge.sources import Frame, Source
 from edge.stats import Stats
 from edge.systemd import Watchdog
@@ -54,6 +55,7 @@ class Runner:
         sink: Sink | None = None,
         decided: DecidedFiles | None = None,
         capture: EdgeCapture | None = None,
+        records: EdgeRecords | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -100,6 +102,10 @@ class Runner:
         if queue is not None or telemetry_error is not None:
             self.health.provide("telemetry", self._telemetry_status)
         self.health.provide("decisions", lambda: self.stats.decisions)
+        self.records = records
+        """Decisions' records for drift, and the heartbeat's verdict and uncertain share."""
+        if records is not None:
+            records.attach(self.health, lambda: self.classifier)
         if telemetry_error is not None:
             self._error(telemetry_error)
         if self.first_model is not None:
@@ -205,6 +211,8 @@ class Runner:
                 self.decided.add(key)
             except (sqlite3.Error, OSError) as exc:
                 self._error(f"{source}: not remembered as decided: {type(exc).__name__}: {exc}")
+        if self.records is not None:
+            self.records.observe(decision, self.last_prediction)
         t5 = time.perf_counter()
         self.stats.seconds["telemetry"] += t5 - t4
         for actuator in self.actuators:
@@ -367,6 +375,8 @@ class Runner:
         self.source.close()
         if self.queue is not None:
             self.queue.close()
+        if self.records is not None:
+            self.records.close()
         if self.decided is not None:
             self.decided.close()
         summary = self.stats.summary()

@@ -1,21 +1,29 @@
-"""`wastesort drift`: a drift report for a folder of photos (`wastesort.drift` does the math).
+"""`wastesort drift`: a drift report for a folder of photos or a window of prediction records
+(`wastesort.drift` does the math).
 
-    wastesort drift --current FOLDER [--model URI] [--reference FOLDER] [--json] [--plot PNG]
+    wastesort drift --current FOLDER|URI|FILE [--model URI] [--reference FOLDER] [--json]
+                    [--plot PNG] [--since WHEN] [--until WHEN] [--source NAME]
 
 `--current` is a folder of images (walked recursively) or a dataset folder (`wastesort.dataset`:
 class folders named as the model's labels, or an `index.csv`), whose labels give a measured
-accuracy. Each image is classified through `Classifier`. The baseline is the version's reference
-file when it has one, else `--reference FOLDER` classified the same way (a version without a
-reference file and no `--reference` is a usage error). Exit 0 whatever the verdict (it is a
-report), 2 on a usage error.
+accuracy; each image is classified through `Classifier`. It may instead name prediction records,
+read as they are (no re-classification), those of the model's version only: a records prefix
+(`s3://bucket/records`, a folder with that layout, or the store above it; `wastesort.records`)
+over `--since`/`--until` (default: the last 24 hours) and optionally one `--source` (`api`, a
+device id), or a bin's telemetry queue file (`telemetry.sqlite`: its most recent records).
+The baseline is the version's reference file when it has one, else `--reference FOLDER`
+classified the same way (a version without a reference file and no `--reference` is a usage
+error). Exit 0 whatever the verdict (it is a report), 2 on a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +41,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("drift", help="compare a folder of photos with the baseline")
     parser.add_argument("--model", help="registry URI with optional @version/@alias, or .tflite")
     parser.add_argument(
-        "--current", required=True, type=Path, help="folder of images, or a dataset folder"
+        "--current",
+        required=True,
+        help="folder of images, dataset folder, records prefix (s3://.../records or a folder), "
+        "or a bin's telemetry.sqlite",
     )
+    parser.add_argument("--since", help="records from (ISO 8601 UTC, or 6h / 2d ago; default 24h)")
+    parser.add_argument("--until", help="records before (ISO 8601 UTC, or 1h ago; default now)")
+    parser.add_argument("--source", help="records of this source only (`api`, a device id)")
     parser.add_argument(
         "--reference",
         type=Path,
@@ -133,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             f"model {classifier.version} has no reference file: give --reference FOLDER "
             "(photos like the ones it was validated on)"
         )
-    current = observe(classifier, args.current)
+    current = records_window(classifier, args) or observe(classifier, Path(args.current))
     _warn_failed(current.failed, args.current)
     limits = drift.Thresholds()
     if args.min_window is not None:
@@ -152,7 +166,50 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_failed(failed: int, root: Path) -> None:
+def _when(value: str | None, now: datetime, default: timedelta) -> datetime:
+    """`--since`/`--until`: ISO 8601 (UTC unless it says), or an age like `6h`, `2d`, `30m`."""
+    if value is None:
+        return now - default
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([mhd])", value.strip())
+    if match:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
+        return now - timedelta(**{unit: float(match[1])})
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _usage(f"{value!r} is not a time (ISO 8601, or an age like 6h or 2d)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def records_window(classifier: Classifier, args: argparse.Namespace) -> _Folder | None:
+    """The window `--current` names when it names prediction records (a records prefix or a
+    bin's queue file); None when it is a folder of images."""
+    from wastesort import record_sources, records  # noqa: PLC0415
+
+    location = str(args.current)
+    if record_sources.is_queue_file(location):
+        found = record_sources.read_queue_file(location)
+        where = location
+    else:
+        store = record_sources.records_store(location)
+        if store is None:
+            return None
+        now = datetime.now(UTC)
+        until = _when(args.until, now, timedelta(0))
+        since = _when(args.since, until, timedelta(hours=24))
+        found = list(records.read_records(store, since=since, until=until, source=args.source))
+        where = f"{location} from {since:%Y-%m-%dT%H:%MZ} to {until:%Y-%m-%dT%H:%MZ}"
+    mine = [r for r in found if r.get("model_version") == classifier.version]
+    if args.source is not None:
+        mine = [r for r in mine if r.get("source") == args.source]
+    if not mine:
+        others = sorted({str(r.get("model_version")) for r in found})
+        held = f" (it holds {', '.join(others)})" if others else ""
+        raise _usage(f"no records of {classifier.version} in {where}{held}")
+    return _Folder(drift.Window.from_records(mine, classifier.labels), 0)
+
+
+def _warn_failed(failed: int, root: Path | str) -> None:
     if failed:
         print(f"wastesort: {failed} images in {root} could not be read", file=sys.stderr)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.capture import QueuedCapture
+from edge.telemetry.sqlite import Transaction, batch_body, mark_batch, open_wal
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,11 @@ class TelemetryQueue:
                 then reports no `captures`).
         """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.device_id = device_id
         self.max_events = max_events
         self.max_captures = max_captures
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)  # idempotent; executescript commits on its own
+        self._db = open_wal(self.path, _SCHEMA, durability=durability)
         with self._tx():
             for name in _COUNTERS + _CAPTURE_COUNTERS:
                 self._db.execute(
@@ -117,8 +112,8 @@ class TelemetryQueue:
         ]
         self._last_eviction_log = 0.0
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _tx(self) -> Transaction:
+        return Transaction(self._db)
 
     def _bump(self, name: str, delta: int) -> None:
         self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (delta, name))
@@ -260,19 +255,10 @@ class TelemetryQueue:
                 batch = self._db.execute(
                     "INSERT INTO batches (key, created) VALUES (?, ?)", (key, time.time())
                 ).lastrowid
-                self._db.execute(
-                    f"UPDATE events SET batch = ? WHERE id IN ({','.join('?' * len(ids))})",  # noqa: S608
-                    (batch, *ids),
-                )
+                mark_batch(self._db, "events", batch, ids)
                 row = (batch, key)
             batch, key = row
-            bodies = [
-                r[0]
-                for r in self._db.execute(
-                    "SELECT body FROM events WHERE batch = ? ORDER BY id", (batch,)
-                )
-            ]
-        return batch, key, ("\n".join(bodies) + "\n").encode()
+            return batch, key, batch_body(self._db, "events", batch)
 
     def complete(self, batch: int) -> int:
         """The sink acknowledged `batch`: drop its rows. Returns how many."""
@@ -344,16 +330,3 @@ class TelemetryQueue:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("ROLLBACK" if kind else "COMMIT")

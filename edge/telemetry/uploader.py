@@ -8,9 +8,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edge.telemetry.queue import TelemetryQueue, utc_iso
 from edge.telemetry.sinks import CaptureSink, Sink
+
+if TYPE_CHECKING:
+    from edge.telemetry.records import RecordQueue, RecordSink
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,8 @@ def backoff_delay(
 
 
 class Uploader:
-    """Drains the queue into a sink (events) and a capture sink (captures), backing off while
-    either is unreachable."""
+    """Drains the queue into a sink (events), a capture sink (captures) and a record sink
+    (prediction records, `edge.telemetry.records`), backing off while any is unreachable."""
 
     def __init__(
         self,
@@ -35,6 +39,8 @@ class Uploader:
         sink: Sink | None,
         *,
         capture_sink: CaptureSink | None = None,
+        records: RecordQueue | None = None,
+        record_sink: RecordSink | None = None,
         batch_size: int = 500,
         interval_s: float = 60.0,
         backoff_base_s: float = 2.0,
@@ -43,6 +49,8 @@ class Uploader:
         self.queue = queue
         self.sink = sink
         self.capture_sink = capture_sink
+        self.records = records
+        self.record_sink = record_sink if records is not None else None
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.backoff_base_s = backoff_base_s
@@ -73,6 +81,15 @@ class Uploader:
             row, capture = taken
             self.capture_sink.put_capture(capture.key, capture.jpeg, capture.record)
             sent += self.queue.complete_capture(row)
+            self.last_upload_at = utc_iso()
+        while self.record_sink is not None and (deadline is None or time.monotonic() < deadline):
+            assert self.records is not None
+            claimed = self.records.claim(self.batch_size)
+            if claimed is None:
+                break
+            batch, key, body = claimed
+            self.record_sink.put(key, body)
+            sent += self.records.complete(batch)
             self.last_upload_at = utc_iso()
         return sent
 

@@ -26,6 +26,7 @@ from functions.api.middleware import add_middleware
 from functions.api.model import ModelState
 from functions.api.pages import add_pages
 from functions.api.problems import Problem, add_error_handlers
+from functions.api.records import Recorder
 from functions.api.schemas import (
     HEALTH_EXAMPLE,
     INFO_EXAMPLE,
@@ -50,6 +51,7 @@ def create_app(
     classifier: Classifier | None = None,
     fetcher: Fetcher | None = None,
     capturer: Capturer | None = None,
+    recorder: Recorder | None = None,
     load_on_startup: bool = True,
 ) -> FastAPI:
     """Build the API.
@@ -59,6 +61,7 @@ def create_app(
         classifier: serve this already loaded model instead of loading `settings.model_uri`.
         fetcher: how image URLs are fetched (tests pass one over a mock transport).
         capturer: what is captured and where (tests pass a seeded one); default from settings.
+        recorder: which predictions become drift records, and where; default from settings.
         load_on_startup: load the model in the ASGI lifespan startup (uvicorn). The Lambda
             handler loads it at init instead and runs Mangum without lifespan.
     """
@@ -73,12 +76,14 @@ def create_app(
     )
 
     capturer = capturer or Capturer(settings)
+    recorder = recorder or Recorder(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if load_on_startup and not state.loaded:
             await run_in_threadpool(state.load)
         yield
+        await run_in_threadpool(recorder.flush)  # what waits is written, not dropped
 
     app = FastAPI(
         title="wastesort",
@@ -95,9 +100,10 @@ def create_app(
     app.state.settings = settings
     app.state.fetcher = fetcher
     app.state.capturer = capturer
+    app.state.recorder = recorder
     add_middleware(app, state, settings)
     add_error_handlers(app, state)
-    _add_routes(app, state, settings, fetcher, capturer)
+    _add_routes(app, state, settings, fetcher, capturer, recorder=recorder)
     return app
 
 
@@ -111,10 +117,16 @@ def _ready(state: ModelState) -> Any:
 
 
 def _add_routes(
-    app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
+    app: FastAPI,
+    state: ModelState,
+    settings: Settings,
+    fetcher: Fetcher,
+    capturer: Capturer,
+    *,
+    recorder: Recorder,
 ) -> None:
-    _add_predict(app, state, settings, fetcher, capturer)
-    _add_batch(app, state, settings, fetcher, capturer)
+    _add_predict(app, state, settings, fetcher, capturer, recorder=recorder)
+    _add_batch(app, state, settings, fetcher, capturer, recorder=recorder)
     _add_status(app, state)
     app.include_router(feedback.router(settings, capturer, _ready(state)))
     app.include_router(review.router(settings, capturer, _ready(state)))
@@ -122,7 +134,13 @@ def _add_routes(
 
 
 def _add_predict(
-    app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
+    app: FastAPI,
+    state: ModelState,
+    settings: Settings,
+    fetcher: Fetcher,
+    capturer: Capturer,
+    *,
+    recorder: Recorder,
 ) -> None:
     ready = _ready(state)
 
@@ -149,6 +167,7 @@ def _add_predict(
         except ImageError as exc:
             raise Problem.from_core(exc) from None
         capture_id = capturer.schedule(background, image.data, prediction)
+        recorder.schedule(background, [prediction])
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         request_id = request.state.request_id
         obs.record_predictions(clf.version, [prediction], latency_ms)
@@ -184,7 +203,13 @@ def _details(value: str | None) -> bool:
 
 
 def _add_batch(
-    app: FastAPI, state: ModelState, settings: Settings, fetcher: Fetcher, capturer: Capturer
+    app: FastAPI,
+    state: ModelState,
+    settings: Settings,
+    fetcher: Fetcher,
+    capturer: Capturer,
+    *,
+    recorder: Recorder,
 ) -> None:
     ready = _ready(state)
 
@@ -238,6 +263,7 @@ def _add_batch(
                 fields.pop("model_version")
                 capture_id = capturer.schedule(background, data[index], item)
                 items.append(BatchItem(index=index, status=200, capture_id=capture_id, **fields))
+        recorder.schedule(background, predictions)
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         if predictions:
             obs.record_predictions(clf.version, predictions, latency_ms)

@@ -135,6 +135,11 @@ def record_capture_failure(version: str) -> None:
     _emit([(METRIC_CAPTURE_FAILURES, MetricUnit.Count.value, 1)], {DIM_MODEL_VERSION: version})
 
 
+def record_count(metric: str, version: str, count: int = 1) -> None:
+    """A count by model version, for metrics beside the answer (`RecordFailures`, ...)."""
+    _emit([(metric, MetricUnit.Count.value, count)], {DIM_MODEL_VERSION: version})
+
+
 # --- tracing ---------------------------------------------------------------------------------
 
 _tracer: Any = None

@@ -77,6 +77,19 @@ class Settings(BaseSettings):
     """Connect and read timeout of a capture write on S3, one attempt: on Lambda the caller
     waits for it."""
 
+    record_uri: str | None = None
+    """Where prediction records go (their `records/` prefix of a folder or `s3://bucket/prefix`);
+    None: the capture store's location when capture is on, else recording is off. See
+    wastesort.records and functions/api/records.py."""
+    record_sample: float = Field(default=0.1, ge=0, le=1)
+    """The uniformly sampled share of predictions recorded for drift reports; 0 turns it off."""
+    record_batch: int = Field(default=200, ge=1, le=10_000)
+    """Records written as one object at most; a full batch is written at the next request."""
+    record_max_age_s: float = Field(default=60.0, ge=0)
+    """A batch older than this is written at the next request, however small."""
+    record_max_pending: int = Field(default=2000, ge=1, le=100_000)
+    """Records waiting at most; beyond it a record is shed and counted (`RecordsDropped`)."""
+
     admin_key_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """API Gateway key ids (`requestContext.identity.apiKeyId`) that may review captures
     (`/captures`); a caller's key is refused with 403. See functions/api/admin.py."""
