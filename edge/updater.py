@@ -7,7 +7,7 @@ verify, rename: a power cut leaves only a stray temp file), its sha256 and (with
 its ed25519 signature are checked, it is loaded and replayed on its golden set, and only
 then is `state.json` replaced (atomically) and the runner handed the new classifier, which
 it swaps in between two frames. Any failure leaves the old model serving; a model that then
-fails at run time is rolled back to the last known good one.
+fails at run time is rolled back to the last known good one. Reference files: `edge.references`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import ModelConfig
-from edge.installed import Installed, file_name, remove_stale_temps
+from edge.installed import Installed, file_name, latest_refusals, remove_stale_temps
+from edge.references import DeviceReferences
 from wastesort import artifacts, golden
 from wastesort.artifacts import EDGETPU, Choice
 from wastesort.classifier import Classifier, default_model_uri
 from wastesort.errors import ModelError, RegistryError, SignatureError, WastesortError
 from wastesort.manifest import ArtifactRef, ModelEntry
+from wastesort.reference import Reference
 from wastesort.registry import Registry, write_atomic
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,12 @@ class Updater:
         *,
         registry: Registry | None = None,
         clock: Callable[[], float] = time.time,
+        device_id: str | None = None,
     ) -> None:
         self.config = config
+        self.device_id = device_id
+        """Sent with every resolution: during a staged rollout only a device in the cohort
+        gets the new version (`wastesort.registry.rollout`); None resolves the stable one."""
         self.dir = Path(state_dir) / "models"  # made by the first install (a full disk...)
         self.cache_dir = Path(state_dir) / "cache"
         self._registry = registry
@@ -72,6 +78,7 @@ class Updater:
         self.last_error: str | None = None
         self.on_error: Callable[[str], None] | None = None
         """Also told every error (the runner: the heartbeat's `last_error`)."""
+        self.references = DeviceReferences(self.dir, self._fetch, self._note)
         self._read_state()
 
     @property
@@ -122,10 +129,8 @@ class Updater:
 
     # --- loading -----------------------------------------------------------------------------
 
-    def _classifier(self, content: bytes, choice: Choice) -> Classifier:
-        return Classifier(
-            content, choice.entry, delegate=choice.delegate, num_threads=self.config.num_threads
-        )
+    def _classifier(self, content: bytes, choice: Choice, ref: Reference | None) -> Classifier:
+        return self.references.classifier(content, choice, ref, self.config.num_threads)
 
     def _load_installed(self, installed: Installed) -> Classifier:
         choice = Choice(installed.entry, installed.variant)
@@ -139,7 +144,9 @@ class Updater:
         else:  # an Edge TPU install from before the CPU build was kept beside it
             content = self._fetch(choice.ref)
         artifacts.verify_content(content, choice, public_key=self.config.public_key)
-        return self._classifier(content, choice)
+        reference, fetched = self.references.load(installed.entry)
+        self.references.keep(fetched)  # an install from before references were kept
+        return self._classifier(content, choice, reference)
 
     def start(self) -> Classifier:
         """The model to serve at boot: the installed one, else the last known good, else a
@@ -162,12 +169,12 @@ class Updater:
                 continue
             if which == "previous":
                 if not isinstance(failure, RegistryError):  # offline says nothing of the model
-                    self._reject(self.current, "did not load at start")
+                    self._reject(self.current, "did not load at start", code="model_failing")
                 self.current, self.previous = installed, None
                 self._write_state()
             log.info("serving model %s (%s)", classifier.version, describe(classifier))
             return classifier
-        entry = self.registry.resolve(self.config.alias)
+        entry = self.registry.resolve(self.config.alias, self.device_id)
         classifier, installed, files = self._prepare(entry)
         self._install(installed, files)
         log.info("installed model %s (%s)", classifier.version, describe(classifier))
@@ -180,7 +187,9 @@ class Updater:
         )
         installed = Installed(entry, file_name(choice.ref, choice.variant), choice.variant)
         files = {installed.file: self._fetch(choice.ref)}
-        classifier = self._classifier(files[installed.file], choice)
+        reference, fetched = self.references.load(entry)
+        files.update(fetched)  # installed with the model, as the model is
+        classifier = self._classifier(files[installed.file], choice, reference)
         if self.config.self_test:
             self.self_test(classifier)
         if choice.variant == EDGETPU:  # for a boot without the Coral: see _load_installed
@@ -226,15 +235,16 @@ class Updater:
             self.rejected.pop(installed.entry.version, None)
             self._write_state()
 
-    def _reject(self, installed: Installed | None, reason: str, *, final: bool = True) -> None:
+    def _reject(self, installed: Installed | None, reason: str, *, code: str) -> None:
         if installed is None:
             return
-        self._reject_version(installed.entry.version, reason, final=final)
+        self._reject_version(installed.entry.version, reason, final=True, code=code)
 
-    def _reject_version(self, version: str, reason: str, *, final: bool) -> None:
+    def _reject_version(self, version: str, reason: str, *, final: bool, code: str) -> None:
         record = self.rejected.setdefault(version, {"attempts": 0})
         record["attempts"] += 1
         record["reason"] = reason
+        record["code"] = code
         record["final"] = final or record["attempts"] >= MAX_ATTEMPTS
         record["at"] = self._clock()
         self._write_state()
@@ -255,7 +265,7 @@ class Updater:
         """
         self.last_check_at = self._clock()
         try:
-            entry = self.registry.resolve(self.config.alias)
+            entry = self.registry.resolve(self.config.alias, self.device_id)
         except WastesortError as exc:
             self._note(f"cannot read the registry: {exc}")
             return None
@@ -264,7 +274,7 @@ class Updater:
             current.version,
             current.sha256,
         ):
-            return None
+            return self._retry_reference()
         if self.rejected.get(entry.version, {}).get("final"):
             log.debug("alias %s -> %s, rejected earlier", self.config.alias, entry.version)
             return None
@@ -284,15 +294,31 @@ class Updater:
         log.info("model %s verified and self-tested; switching", entry.version)
         return classifier
 
+    def _retry_reference(self) -> Classifier | None:
+        """The serving version lacks its reference file: fetch it again, a few polls."""
+        installed = self.current
+        if installed is None or not self.references.retry_due(installed.entry):
+            return None
+        try:
+            classifier = self._load_installed(installed)
+        except (OSError, WastesortError) as exc:
+            self._note(f"installed model {installed.entry.version} unusable: {exc}")
+            return None
+        if classifier.reference is None:
+            return None
+        with self._lock:
+            self._pending = classifier
+        return classifier
+
     def _try_prepare(self, entry: ModelEntry) -> Prepared | None:
         try:
             return self._prepare(entry)
         except (SignatureError, SelfTestError) as exc:
             self._note(f"refused model {entry.version}: {exc}")
-            self._reject_version(entry.version, str(exc), final=True)
+            self._reject_version(entry.version, str(exc), final=True, code=exc.code)
         except ModelError as exc:  # integrity: maybe a bad download, retried a few times
             self._note(f"refused model {entry.version}: {exc}")
-            self._reject_version(entry.version, str(exc), final=False)
+            self._reject_version(entry.version, str(exc), final=False, code=exc.code)
         except WastesortError as exc:  # the registry is unreachable: try again next poll
             self._note(f"cannot update to {entry.version}: {exc}")
         return None
@@ -326,7 +352,7 @@ class Updater:
         with self._lock:
             self.current, self.previous = good, None
             self._pending = None
-        self._reject(bad, reason)
+        self._reject(bad, reason, code="model_failing")
         self._note(
             f"rolled back from {bad.entry.version if bad else '?'} to {good.entry.version}: "
             f"{reason}"
@@ -357,24 +383,15 @@ class Updater:
             "last_error": self.last_error,
             "rejected": sorted(v for v, r in self.rejected.items() if r.get("final")),
             "refusals": self.refusals(),
+            **self.references.status(self.current.entry if self.current else None),
         }
 
     def refusals(self, latest: int = REFUSALS_REPORTED) -> dict[str, dict[str, Any]]:
         """Why each of the `latest` refused versions was refused, newest first:
-        `{version: {reason, attempts, final, at}}` (`at`: None for a refusal recorded before
-        refusals had times)."""
+        `{version: {reason, code, attempts, final, at}}` (`at`, `code`: None for a refusal
+        recorded before refusals had them; `code` is the error's, e.g. `self_test_failed`)."""
         with self._lock:
-            records = list(self.rejected.items())
-        records.sort(key=lambda item: item[1].get("at") or 0, reverse=True)
-        return {
-            version: {
-                "reason": record.get("reason"),
-                "attempts": record.get("attempts", 1),
-                "final": bool(record.get("final")),
-                "at": record.get("at"),
-            }
-            for version, record in records[:latest]
-        }
+            return latest_refusals(self.rejected, latest)
 
 
 def describe(classifier: Classifier) -> str:

@@ -10,6 +10,7 @@ from edge.actuators import build_actuators
 from edge.capture import EdgeCapture
 from edge.config import EdgeConfig
 from edge.decided import open_decided
+from edge.records import EdgeRecords
 from edge.runner import Runner
 from edge.sources import open_source
 from edge.telemetry import open_telemetry
@@ -25,11 +26,12 @@ def build_runner(
     updater: Updater | None = None,
     sink: Any = None,
     capture_sink: Any = None,
+    record_sink: Any = None,
 ) -> Runner:
     """Wire a runner from config (tests pass a mock pin factory, a registry or a sink)."""
     state = Path(config.state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    updater = updater or Updater(config.model, state)
+    updater = updater or Updater(config.model, state, device_id=config.device_id)
     folder = config.source.kind == "folder"
     decided = open_decided(state, durability=config.telemetry.durability) if folder else None
     source = open_source(
@@ -46,6 +48,8 @@ def build_runner(
         sink=sink,
         capture=config.capture,
         capture_sink=capture_sink,
+        records=config.records,
+        record_sink=record_sink,
     )
     on = config.capture.enabled and telemetry.queue is not None
     capture = EdgeCapture(config.capture, device_id=config.device_id) if on else None
@@ -65,4 +69,5 @@ def build_runner(
         sink=telemetry.sink,
         decided=decided,
         capture=capture,
+        records=EdgeRecords(config.records, device_id=config.device_id, queue=telemetry.records),
     )
