@@ -28,7 +28,8 @@ test-pi: $(PI_STAMP) $(TINY_DIR)/tiny_int8.tflite  ## edge tests in a Pi-like ve
 	@! $(PI_PY) -c "import tensorflow" 2>/dev/null || { echo "$(PI_VENV) has TensorFlow"; exit 1; }
 	@! $(PI_PY) -c "import ai_edge_litert" 2>/dev/null || { echo "$(PI_VENV) has ai-edge-litert"; exit 1; }
 	WASTESORT_TINY_MODELS=$(abspath $(TINY_DIR)) WASTESORT_EXPECT_RUNTIME=tflite-runtime \
-		$(PI_PY) -m pytest tests/edge tests/core/test_named_outputs.py tests/core/test_reference.py tests/core/test_manifest_schema.py
+		$(PI_PY) -m pytest tests/edge tests/core/test_named_outputs.py tests/core/test_reference.py tests/core/test_manifest_schema.py \
+		tests/core/test_rollout.py tests/core/test_records.py
 
 edge-run: $(STAMP)  ## a local trial of the edge runner on samples/ (EDGE_MODEL=registry URI)
 	$(PY) -m edge run --source folder:samples --once --json --state-dir $(EDGE_STATE) \

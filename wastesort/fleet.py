@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wastesort.errors import NotFoundError, RegistryError
-from wastesort.registry.store import RegistryStore
+
+if TYPE_CHECKING:  # at runtime the registry package imports this module (its rollout check)
+    from wastesort.registry.store import RegistryStore
 
 DEVICE_PREFIX = "telemetry"
 """The prefix under which devices write `<device id>/...` in the telemetry bucket."""
@@ -146,6 +148,35 @@ def device_row(device: str, beat: dict[str, Any], now: float, stale_s: float) ->
         "stale": age is None or age > stale_s,
         "drift": _drift(beat),
     }
+
+
+def device_signals(beat: dict[str, Any]) -> dict[str, Any]:
+    """How one device is doing, for comparing groups of devices (the rollout check): the alias
+    it follows, its decisions, its `uncertain` share and error count where its heartbeat has
+    them, and `{version: code}` for the versions it refused (`model.refusals`)."""
+    model, drift = _section(beat, "model"), _section(beat, "drift")
+    decisions = beat.get("decisions")
+    counts = decisions if isinstance(decisions, dict) else {"total": decisions}
+    total, uncertain = counts.get("total"), counts.get("uncertain")
+    share = beat.get("uncertain_share", drift.get("uncertain_share"))
+    if share is None and _count(uncertain) is not None and _count(total):
+        share = uncertain / total
+    refusals = model.get("refusals") if isinstance(model.get("refusals"), dict) else {}
+    return {
+        "alias": model.get("alias"),
+        "decisions": _count(total),
+        "uncertain_share": float(share) if isinstance(share, int | float) else None,
+        "errors": _count(beat.get("errors")),
+        "refused": {
+            str(version): str(record.get("code") or "refused")
+            for version, record in refusals.items()
+            if isinstance(record, dict) and record.get("final")
+        },
+    }
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def summarize(

@@ -189,15 +189,25 @@ class AliasEvent(_Model):
 
 
 class Rollout(_Model):
-    """Schema 2: a staged rollout on an alias (devices in a cohort get `version` first, the
-    others keep `stable_version`). Defined here; the staged-rollout work gives it behaviour."""
+    """Schema 2: a staged rollout on an alias. Devices in the cohort get the alias's `version`
+    first, the others keep `stable_version` (`wastesort.registry.rollout`, docs/core.md)."""
 
     model_config = ConfigDict(extra="allow")
 
     stable_version: str | None = None
     percent: float | None = Field(default=None, ge=0, le=100)
+    """The share of devices, by a stable hash of their id, that get the new version."""
     cohorts: list[str] = Field(default_factory=list)
+    """Device ids that get the new version whatever their hash (pilot bins)."""
     started_at: datetime | None = None
+
+    def includes(self, device_id: str | None) -> bool:
+        """Whether `device_id` gets the new version; no device id never does."""
+        if device_id is None:
+            return False
+        from wastesort.registry.rollout import in_cohort  # noqa: PLC0415 (a cycle otherwise)
+
+        return device_id in self.cohorts or in_cohort(device_id, self.percent or 0.0)
 
 
 class Alias(_Schema2Fields):
@@ -206,6 +216,15 @@ class Alias(_Schema2Fields):
     version: str
     history: list[AliasEvent] = Field(default_factory=list)
     rollout: Rollout | None = None
+
+    def version_for(self, device_id: str | None = None) -> str:
+        """The version this alias gives `device_id`: during a rollout the new `version` to the
+        cohort and `stable_version` to every other device and to every reader without a device
+        id (the API, the CLI, the deploy hook); otherwise `version`."""
+        rollout = self.rollout
+        if rollout is None or rollout.stable_version is None or rollout.includes(device_id):
+            return self.version
+        return rollout.stable_version
 
 
 class Manifest(_Model):
@@ -261,15 +280,17 @@ class Manifest(_Model):
                 f"unknown model version {version!r} (published: {known})", code="unknown_version"
             ) from None
 
-    def resolve(self, ref: str | None = None) -> ModelEntry:
+    def resolve(self, ref: str | None = None, device_id: str | None = None) -> ModelEntry:
         """Return the entry that `ref` names: an alias first, else a version id.
 
         Args:
             ref: an alias (`production`, `canary`, ...) or a version id; None means `production`.
+            device_id: the asking device; during a rollout only a device in the cohort gets
+                the new version (`Alias.version_for`), everyone else the stable one.
         """
         ref = ref or DEFAULT_ALIAS
         if ref in self.aliases:
-            return self.entry(self.aliases[ref].version)
+            return self.entry(self.aliases[ref].version_for(device_id))
         if ref in self.versions:
             return self.versions[ref]
         raise ManifestError(

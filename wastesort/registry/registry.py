@@ -39,6 +39,7 @@ from wastesort.manifest import (
     utcnow,
 )
 from wastesort.registry.local import LocalStore
+from wastesort.registry.rollout import rollback_target, stage
 from wastesort.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,10 @@ class Registry:
             raise RegistryError(f"no registry at {self.uri} (manifest.json is missing)")
         return manifest
 
-    def resolve(self, ref: str | None = None) -> ModelEntry:
-        """The entry an alias or version id names (default: `production`)."""
-        return self.manifest().resolve(ref)
+    def resolve(self, ref: str | None = None, device_id: str | None = None) -> ModelEntry:
+        """The entry an alias or version id names (default: `production`); during a rollout
+        the new version only for a `device_id` in the cohort (`Manifest.resolve`)."""
+        return self.manifest().resolve(ref, device_id)
 
     def history(self, alias: str | None = None) -> list[tuple[str, AliasEvent]]:
         """(alias, event) pairs, oldest first; one alias or all of them."""
@@ -212,14 +214,13 @@ class Registry:
             except ConcurrentUpdateError:
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # noqa: S311
                 continue
-            if manifest.schema_version != was:
+            if manifest.schema_version > was:  # back down to 1 every reader reads it again
                 log.warning(
                     "%s: manifest schema %d -> %d (%s); readers older than schema %d refuse it",
                     self.uri,
                     was,
                     manifest.schema_version,
-                    "; ".join(f"{k}: {', '.join(v)}" for k, v in manifest.schema_needs().items())
-                    or "nothing needs schema 2 any more",
+                    "; ".join(f"{k}: {', '.join(v)}" for k, v in manifest.schema_needs().items()),
                     manifest.schema_version,
                 )
             return manifest
@@ -320,16 +321,40 @@ class Registry:
         return GoldenItem(image=ref, expected_class=sample.expected_class, scores=sample.scores)
 
     def promote(
-        self, alias: str, version: str, *, by: str | None = None, reason: str | None = None
+        self,
+        alias: str,
+        version: str,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        rollout: float | None = None,
+        force: bool = False,
     ) -> Manifest:
-        """Point `alias` at `version`, recording who moved it from where."""
+        """Point `alias` at `version`, recording who moved it from where. With `rollout` (a
+        percentage) only that share of devices gets it first; 100 completes the rollout;
+        `force` starts a first one on a schema-1 registry (`wastesort.registry.rollout.stage`)."""
         who = by or actor()
-        return self.update(
-            lambda m: _move(m, alias, version, by=who, action="promote", reason=reason)
-        )
 
-    def rollback(self, alias: str, *, by: str | None = None, reason: str | None = None) -> str:
-        """Point `alias` back at the version it was promoted from; returns that version."""
+        def change(m: Manifest) -> None:
+            staged = rollout is not None and stage(
+                m, alias, version, rollout, by=who, reason=reason, force=force
+            )
+            if not staged:
+                _move(m, alias, version, by=who, action="promote", reason=reason)
+
+        return self.update(change)
+
+    def rollback(
+        self,
+        alias: str,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        rollout_of: str | None = None,
+    ) -> str:
+        """Point `alias` back at the version it was promoted from (during a rollout: at the
+        stable version, ending the rollout); returns that version. With `rollout_of`, only a
+        rollout of that version still in progress is rolled back."""
         who = by or actor()
         target: list[str] = []
 
@@ -337,20 +362,9 @@ class Registry:
             state = manifest.aliases.get(alias)
             if state is None:
                 raise RegistryError(f"no alias {alias!r} to roll back")
-            previous = next(
-                (
-                    e.from_version
-                    for e in reversed(state.history)
-                    if e.action == "promote"
-                    and e.to_version == state.version
-                    and e.from_version not in (None, state.version)
-                ),
-                None,
-            )
-            if previous is None:
-                raise RegistryError(f"{alias!r} has no earlier version to roll back to")
+            previous, why = rollback_target(alias, state, rollout_of, reason)
             target[:] = [previous]
-            _move(manifest, alias, previous, by=who, action="rollback", reason=reason)
+            _move(manifest, alias, previous, by=who, action="rollback", reason=why)
 
         self.update(back)
         return target[0]
@@ -365,6 +379,9 @@ def _move(
         raise RegistryError(f"{alias!r} is a version id; pick another alias name")
     state = manifest.aliases.get(alias)
     previous = state.version if state else None
+    if state is not None and state.rollout is not None and action == "promote":
+        stage(manifest, alias, version, 100, by=by, reason=reason)  # completes it, or refuses
+        return
     if previous == version:  # already there: no event, so a rollback never "undoes" a no-op
         return
     event = AliasEvent(
@@ -373,5 +390,5 @@ def _move(
     if state is None:
         manifest.aliases[alias] = Alias(version=version, history=[event])
     else:
-        state.version = version
+        state.version, state.rollout = version, None
         state.history.append(event)

@@ -1,0 +1,1 @@
+"""The scheduled rollout check (`functions.rollout.handler.handler`)."""
