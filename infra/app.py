@@ -37,6 +37,7 @@ def build_app(
     config = InfraConfig.from_context(app.node.get_all_context())
     if not config.registry_only:
         config.require_package()
+        config.require_drift_package()
     env = Environment(
         account=config.account or os.environ.get("CDK_DEFAULT_ACCOUNT"),
         region=config.region or os.environ.get("CDK_DEFAULT_REGION"),

@@ -16,8 +16,9 @@ serve: $(SERVE_STAMP)  ## serve the API on the bundled model (functions.api.serv
 screenshots: $(STAMP)  ## the pages' screenshots in docs/img/ (the browser tests, in /usr/bin/chromium)
 	WASTESORT_SCREENSHOTS=docs/img $(PY) -m pytest -q tests/api/test_api_pages_browser.py
 
-package: $(STAMP)  ## build the Lambda package build/lambda/api-arm64.zip without Docker (ARCH=x86_64 too)
+package: $(STAMP)  ## build the Lambda packages build/lambda/api-arm64.zip and drift-arm64.zip without Docker (ARCH=x86_64 too)
 	$(PY) -m tools.lambda_zip --arch $(ARCH) $(if $(PYTHON312),--compile-with $(PYTHON312))
+	$(PY) -m tools.lambda_zip --package drift --arch $(ARCH) $(if $(PYTHON312),--compile-with $(PYTHON312))
 
 bench-serving: $(STAMP)  ## serving benchmarks: HTTP load vs Keras, cold start vs TensorFlow, package sizes
 	$(PY) -m bench.serving

@@ -11,8 +11,9 @@ prove it:
   API and its protobufs, converter/analyzer/calibration wrappers, vendor plugins, AOT tools).
 - Pillow: the extension modules for AVIF, fonts, colour management, Tk, ImageMath/Morph, and
   the vendored libraries only they need (found from the ELF DT_NEEDED entries).
-- numpy's random, fft, polynomial and ma subpackages (lazily loaded, never used here), its
-  test-only extension modules, f2py and pyinstaller hooks.
+- numpy's random, fft, polynomial and ma subpackages (lazily loaded, never used by the API;
+  the drift package keeps random and ma, `numpy_keep`), its test-only extension modules, f2py
+  and pyinstaller hooks.
 - every `tests/`, `__pycache__`, `*.pyi`, C headers.
 """
 
@@ -115,12 +116,19 @@ def remove_dist(target: Path, name: str) -> None:
         remove_path(info)
 
 
-def prune(target: Path) -> None:
-    """Everything in this module's docstring, on a `pip install --target` folder."""
+def prune(target: Path, *, numpy_keep: tuple[str, ...] = ()) -> None:
+    """Everything in this module's docstring, on a `pip install --target` folder.
+
+    Args:
+        target: the folder.
+        numpy_keep: of `NUMPY_UNUSED`, what this package does import (the drift package's
+            statistics draw seeded permutations from `numpy.random`; `np.median` loads
+            `numpy.ma`).
+    """
     for name in (*IN_RUNTIME, *UNUSED_DISTS):
         remove_dist(target, name)
     prune_generic(target)
-    prune_packages(target)
+    prune_packages(target, numpy_keep=numpy_keep)
     prune_vendored_libs(target)
     for path in target.rglob("RECORD"):  # lists removed files; nothing reads it at runtime
         if path.parent.name.endswith(".dist-info"):
@@ -136,7 +144,7 @@ def prune_generic(target: Path) -> None:
             path.unlink()
 
 
-def prune_packages(target: Path) -> None:
+def prune_packages(target: Path, *, numpy_keep: tuple[str, ...] = ()) -> None:
     """The parts of litert, Pillow, numpy and Powertools the function never imports."""
     litert = target / "ai_edge_litert"
     drops = [p for p in litert.glob("*.so") if p.name not in LITERT_KEEP]
@@ -144,7 +152,7 @@ def prune_packages(target: Path) -> None:
     drops += [litert / name for name in LITERT_DROP_DIRS]
     drops += [p for m in PIL_DROP_MODULES for p in (target / "PIL").glob(f"{m}.*so")]
     drops += [p for m in NUMPY_TEST_MODULES for p in (target / "numpy/_core").glob(f"{m}.*so")]
-    drops += [target / "numpy" / name for name in NUMPY_UNUSED]
+    drops += [target / "numpy" / name for name in NUMPY_UNUSED if name not in numpy_keep]
     utilities = target / "aws_lambda_powertools" / "utilities"
     if utilities.exists():
         drops += [p for p in utilities.iterdir() if p.name not in POWERTOOLS_KEEP]

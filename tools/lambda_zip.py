@@ -1,6 +1,7 @@
 """Build the Lambda deployment package without Docker.
 
     python -m tools.lambda_zip --arch arm64     # or x86_64
+    python -m tools.lambda_zip --package drift  # the drift watch's small package
 
 pip downloads manylinux wheels for the Lambda runtime (python3.12; `--platform` for every
 manylinux tag the wheels use, since pip does not widen them, and `--only-binary=:all:`) into
@@ -9,6 +10,8 @@ manylinux tag the wheels use, since pip does not widen them, and `--only-binary=
 repository: not `tools/`, not tests), prunes what the function never loads
 (`tools.lambda_prune`, which says why each drop is safe), and zips it to
 `build/lambda/api-<arch>.zip`. It prints the sizes and writes them to `build/lambda/<arch>.json`.
+`--package drift` builds the drift watch's package the same way, from its own short lists
+(`PACKAGES`), into `build/lambda/drift-<arch>/` and `drift-<arch>.zip`.
 
 Bytecode: Lambda's /var/task is read-only, so without shipped `.pyc` every cold start compiles
 every module it imports (measured here: 3.8 s instead of 0.9 s to the first answer). The
@@ -58,6 +61,37 @@ REQUIREMENTS = (
 )
 SOURCES = ("wastesort", "functions")
 """The repository trees the function imports: the only ones copied into the package."""
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """One deployment package: what pip installs, what of the repository is copied (trees or
+    single files), and which of numpy's optional subpackages it keeps."""
+
+    requirements: tuple[str, ...]
+    sources: tuple[str, ...]
+    numpy_keep: tuple[str, ...] = ()
+
+
+PACKAGES = {
+    "api": PackageSpec(REQUIREMENTS, SOURCES),
+    "drift": PackageSpec(
+        # numpy for the statistics, pydantic for the manifest, Powertools' logger and EMF
+        # provider; boto3 is the runtime's. No Pillow, FastAPI or TFLite runtime.
+        ("numpy", "pydantic", "aws-lambda-powertools"),
+        (
+            "wastesort",
+            "functions/__init__.py",
+            "functions/api/__init__.py",
+            "functions/api/metric_names.py",
+            "functions/drift",
+        ),
+        # wastesort.drift_stats draws seeded permutations; np.median imports numpy.ma
+        numpy_keep=("random", "ma"),
+    ),
+}
+"""`api`: the API function and its pre-traffic hook. `drift`: the scheduled drift and fleet
+watch (`functions.drift.handler`)."""
 
 
 @dataclass
@@ -189,12 +223,17 @@ def compile_bytecode(target: Path, python: str) -> None:
     )
 
 
-def copy_sources(target: Path) -> None:
-    """Copy `SOURCES` from the repository into `target`, without caches or tests."""
+def copy_sources(target: Path, sources: Sequence[str] = SOURCES) -> None:
+    """Copy `sources` (trees or files) from the repository into `target`, without caches or
+    tests."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
-    for name in SOURCES:
+    for name in sources:
         remove_path(target / name)
-        shutil.copytree(ROOT / name, target / name, ignore=ignore)
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, target / name, ignore=ignore)
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target / name)
 
 
 def write_zip(directory: Path, dest: Path) -> None:
@@ -232,8 +271,10 @@ def build(
     do_prune: bool = True,
     make_zip: bool = True,
     compile_with: str | None = None,
+    package: str = "api",
 ) -> Report:
-    """Build `out/<arch>/` (and `out/api-<arch>.zip`); returns the sizes.
+    """Build `out/<arch>/` (and `out/api-<arch>.zip`), or for another package
+    `out/<package>-<arch>/` (and `out/<package>-<arch>.zip`); returns the sizes.
 
     Args:
         arch: `arm64` or `x86_64`.
@@ -244,20 +285,24 @@ def build(
         make_zip: also write the zip.
         compile_with: a Python of `python_version` to compile `.pyc` with (default: found by
             `find_python`; none found: no bytecode, with a warning).
+        package: a name in `PACKAGES`.
     """
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {sorted(ARCHES)}")
+    spec = PACKAGES[package]
     tag = python_version.replace(".", "")
     wheels = wheels or BUILD / "wheels" / f"{arch}-cp{tag}"
-    target = out / arch if python_version == PYTHON_VERSION else out / f"{arch}-cp{tag}"
+    name = arch if python_version == PYTHON_VERSION else f"{arch}-cp{tag}"
+    target = out / (name if package == "api" else f"{package}-{name}")
     remove_path(target)
     target.mkdir(parents=True)
-    install(pinned(), target, arch=arch, python_version=python_version, wheels=wheels)
-    copy_sources(target)
+    requirements = pinned(spec.requirements)
+    install(requirements, target, arch=arch, python_version=python_version, wheels=wheels)
+    copy_sources(target, spec.sources)
     report = Report(arch=arch, python_version=python_version, directory=str(target))
     report.unpruned_bytes = size_of(target)
     if do_prune:
-        prune(target)
+        prune(target, numpy_keep=spec.numpy_keep)
     python = compile_with or find_python(python_version)
     if python and python_version_of(python) == python_version:
         compile_bytecode(target, python)
@@ -271,7 +316,7 @@ def build(
     report.pruned_bytes = size_of(target)
     report.largest = largest(target)
     if make_zip:
-        zip_path = out / f"api-{target.name}.zip"
+        zip_path = out / (f"api-{target.name}.zip" if package == "api" else f"{target.name}.zip")
         write_zip(target, zip_path)
         report.zip_bytes = zip_path.stat().st_size
         report.zip_path = str(zip_path)
@@ -282,6 +327,7 @@ def build(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.lambda_zip", description=__doc__)
     parser.add_argument("--arch", choices=sorted(ARCHES), default="arm64")
+    parser.add_argument("--package", choices=sorted(PACKAGES), default="api")
     parser.add_argument("--python-version", default=PYTHON_VERSION)
     parser.add_argument("--out", type=Path, default=BUILD / "lambda")
     parser.add_argument("--no-prune", action="store_true", help="keep everything (to compare)")
@@ -293,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         do_prune=not args.no_prune,
         compile_with=args.compile_with,
+        package=args.package,
     )
     print(
         f"{report.directory}: {report.mb('pruned_bytes')} MB unzipped "

@@ -75,6 +75,18 @@ class Captures(Construct):
             reason="Write-only, only under captures/<the calling device's own thing name>/, "
             "and only objects tagged labelled=false (so they expire unless labelled).",
         )
+        records = f"{c.RECORDS_PREFIX}/{c.THING_NAME_VARIABLE}/*"  # wastesort.records batches
+        device_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects(records)]
+            )
+        )
+        acknowledge(
+            device_role,
+            rule=object_wildcard_finding(self.bucket, records),
+            reason="Write-only, only the prediction records under records/<the calling "
+            "device's own thing name>/ (the drift watch reads them).",
+        )
 
     @property
     def uri(self) -> str:
@@ -104,6 +116,19 @@ class Captures(Construct):
                 reason="The API writes and reads captures and label events under these two "
                 "prefixes of the capture bucket only; keys are made by wastesort.capture.",
             )
+        # Prediction records (functions/api/records.py): write-only, under records/api/ only.
+        records = f"{c.RECORDS_PREFIX}/{c.API_RECORD_SOURCE}/*"
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"], resources=[self.bucket.arn_for_objects(records)]
+            )
+        )
+        acknowledge(
+            role,
+            rule=object_wildcard_finding(self.bucket, records),
+            reason="Write-only, only the API's batches of prediction records under records/api/; "
+            "keys are made by wastesort.records.",
+        )
         function.add_environment(c.ENV_CAPTURE_URI, self.uri)
         if sample is not None:
             function.add_environment(c.ENV_CAPTURE_SAMPLE, str(sample))

@@ -120,3 +120,69 @@ def build_dashboard(
         ],
     ]
     return cw.Dashboard(scope, construct_id, dashboard_name=name, widgets=rows)
+
+
+def _drift_search(
+    metric: str, dimension: str, statistic: str, period: Duration
+) -> cw.MathExpression:
+    """One line per value of `dimension` of a metric the drift watch emits."""
+    schema = f"{{{c.METRICS_NAMESPACE},{c.DIM_SERVICE},{dimension}}}"
+    query = f'{schema} MetricName="{metric}" {c.DIM_SERVICE}="{c.DRIFT_SERVICE_NAME}"'
+    return cw.MathExpression(
+        expression=f"SEARCH('{query}', '{statistic}', {int(period.to_seconds())})",
+        label="",
+        period=period,
+    )
+
+
+def drift_rows(*, period: Duration, alarms: list[cw.Alarm]) -> list[list[cw.IWidget]]:
+    """The drift and fleet watch's rows: verdict, score and expected accuracy per model
+    version (0 ok, 1 warn, 2 drift), devices per version and stale devices, and the worst
+    device verdicts; `period` is the watch's schedule."""
+    version, device, graph = c.DIM_MODEL_VERSION, c.DIM_DEVICE, cw.GraphWidget
+    fleet = {
+        name: cw.Metric(
+            namespace=c.METRICS_NAMESPACE,
+            metric_name=name,
+            dimensions_map={c.DIM_SERVICE: c.DRIFT_SERVICE_NAME},
+            statistic="Maximum",
+            period=period,
+        )
+        for name in (c.METRIC_DEVICES, c.METRIC_STALE_DEVICES, c.METRIC_DEVICES_BEHIND)
+    }
+    return [
+        [
+            graph(
+                title="Drift verdict by model_version (0 ok, 1 warn, 2 drift)",
+                left=[_drift_search(c.METRIC_DRIFT_VERDICT, version, "Maximum", period)],
+                left_y_axis=cw.YAxisProps(min=0, max=2),
+                width=8,
+            ),
+            graph(
+                title="Drift score by model_version (-log10 p; 3 = drift level)",
+                left=[_drift_search(c.METRIC_DRIFT_SCORE, version, "Maximum", period)],
+                width=8,
+            ),
+            graph(
+                title="Expected accuracy by model_version (mean confidence)",
+                left=[_drift_search(c.METRIC_EXPECTED_ACCURACY, version, "Average", period)],
+                left_y_axis=cw.YAxisProps(min=0, max=1),
+                width=8,
+            ),
+        ],
+        [
+            graph(
+                title="Devices by model_version",
+                left=[_drift_search(c.METRIC_DEVICES_BY_VERSION, version, "Maximum", period)],
+                width=8,
+            ),
+            graph(title="Fleet: devices, stale, behind", left=list(fleet.values()), width=8),
+            graph(
+                title="Device drift verdict (0 ok, 1 warn, 2 drift)",
+                left=[_drift_search(c.METRIC_DEVICE_DRIFT_VERDICT, device, "Maximum", period)],
+                left_y_axis=cw.YAxisProps(min=0, max=2),
+                width=8,
+            ),
+        ],
+        [cw.AlarmStatusWidget(title="Drift and fleet alarms", alarms=alarms, width=24)],
+    ]

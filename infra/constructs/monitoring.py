@@ -99,6 +99,12 @@ class Monitoring(Construct):
             topic.add_subscription(subs.EmailSubscription(config.alarm_email))
         return topic
 
+    def add_alarm(self, spec: AlarmSpec) -> cw.Alarm:
+        """An alarm of another part (the drift watch) on the same topic, kept in `alarms`."""
+        alarm = self._alarm(spec)
+        self.alarms[spec.name] = alarm
+        return alarm
+
     def _alarm(self, spec: AlarmSpec) -> cw.Alarm:
         alarm = cw.Alarm(
             self,

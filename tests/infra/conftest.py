@@ -22,9 +22,15 @@ def cdk_json_context() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A stand-in for `make package`'s output: just the two handler modules."""
+    """A stand-in for `make package`'s output: just the handler modules (the drift
+    package's too: the context points `drift_package` here as well)."""
     root = tmp_path_factory.mktemp("package")
-    for rel in ("functions/api/handler.py", "functions/hooks/pre_traffic.py"):
+    for rel in (
+        "functions/api/handler.py",
+        "functions/hooks/pre_traffic.py",
+        "functions/drift/handler.py",
+        "functions/bulk/handler.py",
+    ):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("def handler(event, context):\n    return {}\n")
@@ -37,6 +43,7 @@ def context(package_dir: Path) -> dict[str, Any]:
     return {
         **cdk_json_context(),
         "package": str(package_dir),
+        "drift_package": str(package_dir),
         "stage": "test",
         "model_version": MODEL_VERSION,
         "model_sha256": MODEL_SHA256,

@@ -77,6 +77,8 @@ def test_a_device_writes_only_its_own_captures_and_only_tagged_to_expire(
     template_json: dict,
 ) -> None:
     found = [s for s in statements(template_json, "DevicesRole") if "CapturesBucket" in str(s)]
+    # the records grant beside it: tests/infra/test_infra_drift.py
+    found = [s for s in found if "/records/" not in str(s)]
     assert len(found) == 1
     grant = found[0]
     assert grant["Effect"] == "Allow"
@@ -107,13 +109,15 @@ def test_with_capture_on_the_api_writes_captures_and_labels(captured: dict) -> N
     assert env[c.ENV_CAPTURE_URI] == {"Fn::Join": ["", ["s3://", {"Ref": bucket}]]}
     assert env[c.ENV_CAPTURE_SAMPLE] == "0.05"
     api = [s for s in statements(captured, "ServingFunctionRole") if bucket in json.dumps(s)]
-    writes = next(s for s in api if "s3:PutObject" in s["Action"])
+    writes = next(s for s in api if "s3:GetObject" in s["Action"])
     assert sorted(writes["Action"]) == ["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"]
     keys = sorted(r["Fn::Join"][1][1] for r in writes["Resource"])
     assert keys == ["/captures/*", "/labels/*"]
     listing = next(s for s in api if s["Action"] == "s3:ListBucket")
     assert listing["Resource"] == {"Fn::GetAtt": [bucket, "Arn"]}
-    assert len(api) == 2
+    records = next(s for s in api if s["Action"] == "s3:PutObject")  # write-only
+    assert records["Resource"]["Fn::Join"][1][1] == "/records/api/*"
+    assert len(api) == 3
 
 
 def test_turning_capture_on_is_a_new_lambda_version(template_json: dict, captured: dict) -> None:
@@ -130,12 +134,14 @@ def test_capture_sample_needs_capture() -> None:
 
 def test_the_tag_and_prefixes_are_the_ones_the_core_and_the_edge_write() -> None:
     from edge.telemetry import CAPTURE_PREFIX as EDGE_PREFIX
-    from wastesort import capture
+    from wastesort import capture, records
 
     assert capture.CAPTURES == c.CAPTURE_PREFIX == EDGE_PREFIX
     assert capture.LABELS == c.LABELS_PREFIX
     assert f"{c.CAPTURE_TAG}={c.CAPTURE_TAG_UNLABELLED}" == capture.UNLABELLED
     assert capture.LABELLED_TAG == c.CAPTURE_TAG
+    assert records.RECORDS_PREFIX == c.RECORDS_PREFIX
+    assert capture.API_SOURCE == c.API_RECORD_SOURCE
 
 
 class _Prediction:

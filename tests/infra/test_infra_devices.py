@@ -22,17 +22,25 @@ def test_device_role_is_assumed_only_by_the_iot_credentials_provider(template: T
 def test_device_policy_reads_the_registry_and_writes_only_its_own_telemetry(
     template_json: dict,
 ) -> None:
-    found = [  # the capture bucket's grant: tests/infra/test_infra_captures.py
-        s for s in statements(template_json, "DevicesRole") if "CapturesBucket" not in str(s)
+    tagged = [  # the capture bucket's tagged grant: tests/infra/test_infra_captures.py
+        s for s in statements(template_json, "DevicesRole") if "Condition" in s and "Tag" in str(s)
     ]
+    found = [s for s in statements(template_json, "DevicesRole") if s not in tagged]
     assert sorted(s["Action"] for s in found) == ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
     get = next(s for s in found if s["Action"] == "s3:GetObject")
     assert get["Resource"]["Fn::Join"][1][0]["Fn::GetAtt"][0].startswith("ModelsBucket")
     assert get["Resource"]["Fn::Join"][1][1] == "/registry/*"
     put = next(s for s in found if s["Action"] == "s3:PutObject")
-    bucket, key = put["Resource"]["Fn::Join"][1]
-    assert bucket["Fn::GetAtt"][0].startswith("DevicesTelemetry")
-    assert key == "/telemetry/${credentials-iot:ThingName}/*"
+    # One statement, two places of its own (CDK merges grants of the same action): its
+    # telemetry, and its prediction records in the capture bucket (wastesort.records).
+    places = {
+        (bucket["Fn::GetAtt"][0].rstrip("0123456789ABCDEF"), key)
+        for bucket, key in (r["Fn::Join"][1] for r in put["Resource"])
+    }
+    assert places == {
+        ("DevicesTelemetry", "/telemetry/${credentials-iot:ThingName}/*"),
+        ("CapturesBucket", "/records/${credentials-iot:ThingName}/*"),
+    }
     assert all(s["Effect"] == "Allow" for s in found)
 
 

@@ -56,7 +56,8 @@ def test_every_function_and_log_group_has_the_retention(template: Template) -> N
     """CDK's Trigger provider too: left alone it logs to `/aws/lambda/<name>`, kept forever."""
     resources = template.to_json()["Resources"]
     functions = template.find_resources("AWS::Lambda::Function")
-    assert len(functions) == 3  # the API, the hook, the Trigger's provider
+    # the API, the hook, the Trigger's provider, the bulk batch, the drift watch, the rollout check
+    assert len(functions) == 6
     for logical_id, function in functions.items():
         group = function["Properties"].get("LoggingConfig", {}).get("LogGroup", {})
         assert "Ref" in group, logical_id
