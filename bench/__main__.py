@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("core", "serving", "edge", "outputs")
+MODULES = ("core", "serving", "edge", "outputs", "bulk", "bulk_cloud")
 
 
 def main(argv: list[str]) -> int:

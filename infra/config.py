@@ -79,6 +79,13 @@ class InfraConfig(BaseModel):
     snapstart: bool = False
     log_retention_days: int = 30
 
+    rollout_check_minutes: int = Field(default=15, ge=5, le=1440)
+    """How often the staged-rollout check compares the cohort's bins with the rest."""
+    rollout_alias: str = Field(default="production", pattern=c.MODEL_NAME_PATTERN)
+    """The alias whose rollouts the check watches (and may roll back)."""
+    rollout_min_devices: int = Field(default=3, ge=1, le=100_000)
+    """Fresh heartbeats needed from the cohort and from the rest before any verdict."""
+
     cors_origins: tuple[str, ...] = ()
     """Browser origins the API answers CORS for (`API_CORS_ORIGINS`); empty: no CORS headers."""
     url_allowlist: tuple[str, ...] = ()
@@ -97,6 +104,33 @@ class InfraConfig(BaseModel):
     API's default (0.02)."""
     capture_expire_days: int = Field(default=30, ge=1, le=3650)
     """Days an unlabelled capture (tag `labelled=false`) is kept."""
+
+    drift_package: Path = Path("build/lambda/drift-arm64")
+    """The drift function's own small package (`python -m tools.lambda_zip --package drift`)."""
+    drift_schedule_minutes: int = Field(default=60, ge=5, le=1440)
+    """How often the drift and fleet watch runs; also its alarms' period."""
+    drift_window_hours: float = Field(default=6.0, gt=0, le=168)
+    """Each run judges the prediction records of the last this many hours."""
+    drift_min_records: int = Field(default=15, ge=2, le=100_000)
+    """A window (version or device) with fewer records is "not enough data", never a verdict."""
+    drift_alpha_warn: float = Field(default=0.01, gt=0, lt=1)
+    drift_alpha_drift: float = Field(default=0.001, gt=0, lt=1)
+    stale_device_minutes: int = Field(default=30, ge=5, le=10_080)
+    """A bin whose last heartbeat is older is stale (the `stale-devices` alarm)."""
+
+    bulk_input_bucket: str | None = Field(default=None, pattern=c.BUCKET_PATTERN)
+    """An existing bucket whose `input/` prefix bulk jobs read; unset: the stack's bulk bucket."""
+    bulk_results_bucket: str | None = Field(default=None, pattern=c.BUCKET_PATTERN)
+    """An existing bucket whose `results/` prefix bulk jobs write; unset: the bulk bucket."""
+    bulk_batch_size: int = Field(default=50, ge=1, le=c.BULK_MAX_BATCH)
+    """Images per batch handler invocation (the Distributed Map's ItemBatcher)."""
+    bulk_max_concurrency: int = Field(default=50, ge=1, le=10_000)
+    """Batches in flight at once: Lambda concurrency the API shares with bulk jobs."""
+    bulk_tolerated_failure_percent: float = Field(default=5.0, ge=0, le=100)
+    """A bulk run fails once more than this share of its images were in failed batches."""
+    bulk_memory_mb: int = Field(default=1024, ge=512, le=10_240)
+    bulk_timeout_s: int = Field(default=120, ge=30, le=240)
+    """Per batch; an EXPRESS child (the batch, its retries included) lives at most 5 minutes."""
 
     alarm_email: str | None = Field(default=None, pattern=c.EMAIL_PATTERN)
     alarm_5xx_rate: float = Field(default=0.05, gt=0, lt=1)
@@ -162,6 +196,8 @@ class InfraConfig(BaseModel):
             )
         if self.capture_sample is not None and not self.capture:
             raise ValueError("capture_sample needs capture=true")
+        if self.drift_alpha_drift > self.drift_alpha_warn:
+            raise ValueError("drift_alpha_drift must be at most drift_alpha_warn")
         if self.waf_acl_arn and self.waf_managed:
             raise ValueError("set waf_acl_arn (associate an existing web ACL) or waf_managed")
         return self
@@ -193,6 +229,20 @@ class InfraConfig(BaseModel):
                 "or point -c package=<dir> at a built package"
             )
         return self.package
+
+    def require_drift_package(self) -> Path:
+        """Return the drift function's package directory, or explain how to build it.
+
+        Raises:
+            ConfigError: the directory or its handler is missing.
+        """
+        if not (self.drift_package / c.DRIFT_PACKAGE_REQUIRED_FILE).is_file():
+            raise ConfigError(
+                f"the drift package {str(self.drift_package)!r} is missing or incomplete "
+                f"(needs {c.DRIFT_PACKAGE_REQUIRED_FILE}): run `make package` first, "
+                "or point -c drift_package=<dir> at a built package"
+            )
+        return self.drift_package
 
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> InfraConfig:

@@ -7,6 +7,7 @@ elsewhere; the values here must match them, so they live in one file a reviewer 
 from __future__ import annotations
 
 from functions.api import metric_names as _metrics
+from functions.drift import settings as _drift_env
 
 APP_NAME = "wastesort"
 STACK_PREFIX = "wastesort"
@@ -14,8 +15,15 @@ STACK_PREFIX = "wastesort"
 # The Lambda package built by `make package` (tools/lambda_zip.py).
 API_HANDLER = "functions.api.handler.handler"
 HOOK_HANDLER = "functions.hooks.pre_traffic.handler"
-PACKAGE_REQUIRED_FILES = ("functions/api/handler.py", "functions/hooks/pre_traffic.py")
+PACKAGE_REQUIRED_FILES = (
+    "functions/api/handler.py",
+    "functions/hooks/pre_traffic.py",
+    "functions/bulk/handler.py",
+)
 LIVE_ALIAS = "live"
+# The drift function's own package (`python -m tools.lambda_zip --package drift`).
+DRIFT_HANDLER = "functions.drift.handler.handler"
+DRIFT_PACKAGE_REQUIRED_FILE = "functions/drift/handler.py"
 
 # Environment the API reads (functions/api) and the hook reads (functions/hooks).
 ENV_MODEL_URI = "MODEL_URI"
@@ -42,6 +50,45 @@ METRIC_LATENCY = _metrics.METRIC_LATENCY
 METRIC_PREDICTIONS = _metrics.METRIC_PREDICTIONS
 METRIC_UNCERTAIN = _metrics.METRIC_UNCERTAIN
 METRIC_ERRORS = _metrics.METRIC_ERRORS
+
+# The drift and fleet watch's EMF metrics and environment (functions/drift), defined beside it.
+DRIFT_SERVICE_NAME = _metrics.DRIFT_SERVICE_NAME
+DIM_ALIAS = _metrics.DIM_ALIAS
+DIM_DEVICE = _metrics.DIM_DEVICE
+METRIC_DRIFT_VERDICT = _metrics.METRIC_DRIFT_VERDICT
+METRIC_DRIFT_SCORE = _metrics.METRIC_DRIFT_SCORE
+METRIC_EXPECTED_ACCURACY = _metrics.METRIC_EXPECTED_ACCURACY
+METRIC_DRIFT_RECORDS = _metrics.METRIC_DRIFT_RECORDS
+METRIC_NOT_ENOUGH_DATA = _metrics.METRIC_NOT_ENOUGH_DATA
+METRIC_DRIFT_ERRORS = _metrics.METRIC_DRIFT_ERRORS
+METRIC_DEVICE_DRIFT_VERDICT = _metrics.METRIC_DEVICE_DRIFT_VERDICT
+METRIC_STALE_DEVICES = _metrics.METRIC_STALE_DEVICES
+METRIC_DEVICES = _metrics.METRIC_DEVICES
+METRIC_DEVICES_BY_VERSION = _metrics.METRIC_DEVICES_BY_VERSION
+METRIC_DEVICES_BEHIND = _metrics.METRIC_DEVICES_BEHIND
+DRIFT_VERDICT_DRIFT = _metrics.DRIFT_VERDICT_VALUES["drift"]
+PRODUCTION_ALIAS = "production"
+ENV_DRIFT_RECORDS_URI = _drift_env.ENV_RECORDS_URI
+ENV_DRIFT_REGISTRY_URI = _drift_env.ENV_REGISTRY_URI
+ENV_DRIFT_TELEMETRY_URI = _drift_env.ENV_TELEMETRY_URI
+ENV_DRIFT_WINDOW_HOURS = _drift_env.ENV_WINDOW_HOURS
+ENV_DRIFT_STALE_MINUTES = _drift_env.ENV_STALE_MINUTES
+ENV_DRIFT_THRESHOLDS = _drift_env.ENV_THRESHOLDS
+RECORDS_PREFIX = "records"
+"""Prediction records (wastesort/records.py) in the capture bucket: `records/<source>/...`."""
+API_RECORD_SOURCE = "api"
+"""The API's records source (wastesort.capture.API_SOURCE): `records/api/...`."""
+
+# Bulk classification (functions/bulk, infra/constructs/bulk.py): the state machine classifies
+# the objects under an `input/` prefix of the bulk bucket and Step Functions writes the results
+# under `results/<map run id>/` (its own `manifest.json` beside ours, `run-summary.json`).
+BULK_HANDLER = "functions.bulk.handler.handler"
+BULK_SERVICE_NAME = "wastesort-bulk"
+BULK_INPUT_PREFIX = "input"
+BULK_RESULTS_PREFIX = "results"
+BULK_RUN_SUMMARY = "run-summary.json"
+BULK_MAX_BATCH = 200
+"""A child's output (one ~400-byte record per image) must stay under Step Functions' 256 KiB."""
 
 # API Gateway: a type not listed here reaches Lambda as text, so an upload's bytes would be
 # re-encoded before Mangum sees them. application/octet-stream is a body the API sniffs.

@@ -11,11 +11,14 @@ from constructs import Construct
 from infra.config import InfraConfig
 from infra.constructs.api import RestApi
 from infra.constructs.buckets import access_log_bucket
+from infra.constructs.bulk import Bulk
 from infra.constructs.captures import Captures
 from infra.constructs.devices import Devices
+from infra.constructs.drift import DriftWatch
 from infra.constructs.log_groups import provider_log_groups
 from infra.constructs.model_bucket import ModelBucket
 from infra.constructs.monitoring import Monitoring
+from infra.constructs.rollout import RolloutCheck
 from infra.constructs.serving import Serving
 
 
@@ -63,12 +66,41 @@ class WastesortStack(Stack):
         self.serving = Serving(self, "Serving", config=config, code=code, models=self.models)
         if config.capture:
             self.captures.grant_api(self.serving.function, sample=config.capture_sample)
+        self.bulk = Bulk(
+            self, "Bulk", config=config, code=code, models=self.models, access_logs=access_logs
+        )
+        self._output(
+            BulkStateMachineArn=self.bulk.state_machine.state_machine_arn,
+            BulkInputUri=self.bulk.input_uri,
+            BulkResultsUri=self.bulk.results_uri,
+        )
         self.api = RestApi(self, "Api", config=config, target=self.serving.alias)
         self.monitoring = Monitoring(
             self, "Monitoring", config=config, stage=self.api.stage, serving=self.serving
         )
         for alarm in self.monitoring.canary_alarms:
             self.serving.deployment_group.add_alarm(alarm)
+        self.drift = DriftWatch(
+            self,
+            "Drift",
+            config=config,
+            code=lambda_.Code.from_asset(str(config.drift_package)),
+            models=self.models,
+            records=self.captures.bucket,
+            telemetry=self.devices.telemetry,
+            monitoring=self.monitoring,
+        )
+        self._output(DriftLogGroup=self.drift.function.log_group.log_group_name)
+        self.rollout = RolloutCheck(
+            self,
+            "Rollout",
+            config=config,
+            code=code,
+            models=self.models,
+            telemetry=self.devices.telemetry,
+            monitoring=self.monitoring,
+        )
+        self._output(RolloutLogGroup=self.rollout.function.log_group.log_group_name)
         # Last: the Trigger's provider function exists only once Serving has made it.
         provider_log_groups(self, retention_days=config.log_retention_days)
         self._output(

@@ -8,20 +8,17 @@ schedule, rolling back when an alarm added with `deployment_group.add_alarm` fir
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack, triggers
+from aws_cdk import Duration, Stack, triggers
 from aws_cdk import aws_codedeploy as codedeploy
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra import constants as c
 from infra.config import InfraConfig
-from infra.constructs.log_groups import log_group
+from infra.constructs.functions import service_environment, small_function
 from infra.constructs.model_bucket import ModelBucket
 from infra.nag import acknowledge
 
-RUNTIME = lambda_.Runtime.PYTHON_3_12
-ARCHITECTURE = lambda_.Architecture.ARM_64
 HOOK_TIMEOUT = Duration.minutes(5)
 
 
@@ -50,18 +47,18 @@ class Serving(Construct):
         if config.model_sha256:
             model_env[c.ENV_MODEL_SHA256] = config.model_sha256
 
-        self.function = self._function(
+        self.function = small_function(
+            self,
             "Function",
-            config=config,
+            log_retention_days=config.log_retention_days,
+            traced=True,
             code=code,
             handler=c.API_HANDLER,
             memory_mb=config.memory_mb,
             timeout=Duration.seconds(config.timeout_s),
             environment={
                 **model_env,
-                c.ENV_SERVICE_NAME: c.SERVICE_NAME,
-                c.ENV_METRICS_NAMESPACE: c.METRICS_NAMESPACE,
-                c.ENV_CACHE_DIR: c.CACHE_DIR,
+                **service_environment(c.SERVICE_NAME),
                 **_api_options(config),
             },
             reserved_concurrency=config.reserved_concurrency,
@@ -77,9 +74,11 @@ class Serving(Construct):
         self.version = self.function.current_version
         self.alias = lambda_.Alias(self, "Live", alias_name=c.LIVE_ALIAS, version=self.version)
 
-        self.hook = self._function(
+        self.hook = small_function(
+            self,
             "PreTrafficHook",
-            config=config,
+            log_retention_days=config.log_retention_days,
+            traced=True,
             code=code,
             handler=c.HOOK_HANDLER,
             memory_mb=512,
@@ -126,60 +125,6 @@ class Serving(Construct):
             execute_on_handler_change=False,
             timeout=HOOK_TIMEOUT,
         )
-
-    def _function(
-        self,
-        construct_id: str,
-        *,
-        config: InfraConfig,
-        code: lambda_.Code,
-        handler: str,
-        memory_mb: int,
-        timeout: Duration,
-        environment: dict[str, str],
-        reserved_concurrency: int | None = None,
-        snap_start: lambda_.SnapStartConf | None = None,
-    ) -> lambda_.Function:
-        """A function with its own role, writing only to its own log group."""
-        logs = log_group(self, f"{construct_id}Logs", retention_days=config.log_retention_days)
-        role = iam.Role(
-            self,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-        )
-        logs.grant_write(role)
-        function = lambda_.Function(
-            self,
-            construct_id,
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            code=code,
-            handler=handler,
-            memory_size=memory_mb,
-            timeout=timeout,
-            role=role,
-            log_group=logs,
-            environment=environment,
-            tracing=lambda_.Tracing.ACTIVE,
-            reserved_concurrent_executions=reserved_concurrency,
-            snap_start=snap_start,
-            # A replaced version is deleted once its deployment completes: every version holds
-            # a copy of the package, and Lambda's code storage per region is bounded.
-            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY),
-        )
-        acknowledge(
-            role,
-            rule="AwsSolutions-IAM5[Resource::*]",
-            reason="X-Ray's PutTraceSegments/PutTelemetryRecords support no resource-level "
-            "permissions; every other statement names its resource.",
-        )
-        acknowledge(
-            function,
-            rule="AwsSolutions-L1",
-            reason="python3.12 on purpose: the package's wheels are built for it and SnapStart "
-            "supports it; newer runtimes are a deliberate upgrade, not a drift.",
-        )
-        return function
 
     def _deployment_config(self, config: InfraConfig) -> codedeploy.ILambdaDeploymentConfig:
         interval = Duration.minutes(config.interval_minutes)

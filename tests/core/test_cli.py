@@ -57,14 +57,25 @@ def test_folder_with_one_bad_image_reports_it_and_goes_on(registry_dir: Path, tm
     assert "Traceback" not in result.stderr
 
 
-def test_missing_file(registry_dir: Path):
-    result = cli(
-        "classify", "no/such/file.jpg", str(SAMPLES / "trash"), "--model", str(registry_dir)
-    )
-    assert result.returncode == 1
-    assert "no/such/file.jpg: No such file or directory (unreadable)" in result.stderr
-    assert len(result.stdout.splitlines()) == 1 + 3  # header + the good images
-    assert "Traceback" not in result.stderr
+def test_missing_path_or_bucket_is_a_usage_error(registry_dir: Path):
+    """A typo on the command line stops the run before any work (one line, exit 2)."""
+    for source, message in (
+        ("no/such/file.jpg", "wastesort: error: no/such/file.jpg: no such file or folder"),
+        ("s3://", "wastesort: error: 's3://' names no bucket (expected s3://bucket/prefix/)"),
+    ):
+        result = cli("classify", source, str(SAMPLES / "trash"), "--model", str(registry_dir))
+        assert (result.returncode, result.stderr.strip(), result.stdout) == (2, message, "")
+    for out in (registry_dir, registry_dir / "no" / "such.jsonl"):  # a folder; no folder
+        result = cli("classify", str(SAMPLES / "trash"), "--out", str(out))
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"wastesort: error: cannot write {out}: ")
+        assert "Traceback" not in result.stderr
+    if Path("/dev/full").exists():  # a disk that fills up mid-run: one line, not a traceback
+        full = cli(
+            "classify", str(SAMPLES / "trash"), "--model", str(registry_dir), "--out", "/dev/full"
+        )
+        assert full.returncode == 2
+        assert full.stderr.strip().endswith("cannot write /dev/full: No space left on device")
 
 
 def test_unknown_model_version(registry_dir: Path):
@@ -174,5 +185,6 @@ def test_progress_bar_on_a_terminal_only(registry_dir: Path):
     os.close(master)
     assert proc.returncode == 0
     assert b"classifying" in seen  # the bar went to the terminal
+    assert b"/18" in seen and b"ETA" in seen  # with its count and time left
     assert len(out.splitlines()) == 1 + 18  # stdout kept clean: header + one row per image
     assert "classifying" not in cli("classify", str(SAMPLES), "--model", str(registry_dir)).stderr

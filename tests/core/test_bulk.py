@@ -1,0 +1,273 @@
+"""Bulk classification: items from folders and S3, the worker pool, resumable results."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES, moto_bucket
+from wastesort.bulk import classify_many, list_items, parse_s3, read_done
+from wastesort.errors import ModelError, WastesortError
+
+BUCKET = "wastesort-test-bulk"
+ALL_SAMPLES = sorted(str(p) for p in SAMPLES.rglob("*.jpg"))
+
+
+def test_parse_s3_keeps_the_double_slash_meaning():
+    assert parse_s3("s3://bucket/a/b/") == ("bucket", "a/b/")
+    assert parse_s3("s3://bucket") == ("bucket", "")
+    for bad in ("s3://", "s3:///key", "s3:/bucket/key"):
+        with pytest.raises(WastesortError, match="names no bucket") as caught:
+            parse_s3(bad)
+        assert caught.value.code == "usage"
+
+
+def test_list_items_walks_folders_sorted_images_only_each_once(tmp_path: Path):
+    folder = tmp_path / "imgs"
+    shutil.copytree(SAMPLES / "glass", folder / "b")
+    shutil.copytree(SAMPLES / "metal", folder / "a")
+    (folder / "notes.txt").write_text("not an image")
+    one = sorted((folder / "b").glob("*.jpg"))[0]
+    items = list_items([str(folder), str(one)])
+    assert items == sorted(str(p) for p in folder.rglob("*.jpg"))  # `one` only once
+    assert list_items([str(one)]) == [str(one)]
+    with pytest.raises(WastesortError, match="no such file or folder") as caught:
+        list_items([str(tmp_path / "missing")])
+    assert caught.value.code == "usage"
+    with pytest.raises(WastesortError, match="starts with s3://"):
+        list_items(["s3:/bucket/key"])  # what a Path makes of s3://bucket/key
+
+
+def test_workers_give_the_records_of_the_in_process_run(registry_dir: Path):
+    items = ALL_SAMPLES * 3  # enough for several chunks on each of two workers
+    alone = list(classify_many(str(registry_dir), items, workers=1, top_k=3))
+    pooled = list(classify_many(str(registry_dir), items, workers=2, top_k=3))
+    assert [r["path"] for r in pooled] == items
+    assert pooled == alone
+    assert {r["model_version"] for r in pooled} == {"tiny-1"}  # the alias, pinned
+    assert all(len(r["all_confidences"]) == 3 for r in pooled)
+
+
+def test_bad_and_missing_items_become_error_records(registry_dir: Path, tmp_path: Path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    items = [ALL_SAMPLES[0], str(broken), str(tmp_path / "gone.jpg")]
+    for workers in (1, 2):
+        records = list(classify_many(str(registry_dir), items, workers=workers))
+        assert [r["path"] for r in records] == items
+        assert "predicted_class" in records[0]
+        assert records[1]["error"]["code"] in {"corrupt_image", "unsupported_format"}
+        assert records[2]["error"]["code"] == "unreadable"
+
+
+def test_a_bad_model_fails_before_any_item(tmp_path: Path):
+    for workers in (1, 2):
+        with pytest.raises(ModelError, match="no model file"):
+            next(classify_many(str(tmp_path / "nothing.tflite"), ALL_SAMPLES, workers=workers))
+
+
+def test_an_s3_prefix_on_moto(registry_dir: Path):
+    with moto_bucket(BUCKET) as s3:
+        for path in ALL_SAMPLES[:5]:
+            s3.put_object(
+                Bucket=BUCKET, Key=f"season/{Path(path).name}", Body=Path(path).read_bytes()
+            )
+        s3.put_object(Bucket=BUCKET, Key="season/readme.txt", Body=b"text")
+        s3.put_object(Bucket=BUCKET, Key="season2/x.jpg", Body=b"not under season/")
+        s3.put_object(Bucket=BUCKET, Key="season/broken.jpg", Body=b"\xff\xd8 nope")
+        items = list_items([f"s3://{BUCKET}/season/"])
+        assert items == list_items([f"s3://{BUCKET}/season"])  # the slash is optional
+        names = sorted(["broken.jpg", *(Path(p).name for p in ALL_SAMPLES[:5])])
+        assert items == [f"s3://{BUCKET}/season/{n}" for n in names]
+        missing = f"s3://{BUCKET}/season/gone.jpg"
+        records = list(classify_many(str(registry_dir), [*items, missing]))
+    by_path = {r["path"]: r for r in records}
+    local = list(classify_many(str(registry_dir), ALL_SAMPLES[:5]))
+    for record in local:
+        remote = by_path[f"s3://{BUCKET}/season/{Path(record['path']).name}"]
+        assert remote["all_confidences"] == record["all_confidences"]
+    assert by_path[f"s3://{BUCKET}/season/broken.jpg"]["error"]["code"] in {
+        "corrupt_image",
+        "unsupported_format",
+    }
+    assert by_path[missing]["error"]["code"] == "not_found"
+
+
+def test_read_done_cuts_a_torn_last_line(tmp_path: Path):
+    out = tmp_path / "out.jsonl"
+    assert read_done(out) == {}
+    good = [{"path": "a.jpg", "decision": "glass"}, {"path": "b.jpg", "error": {"code": "x"}}]
+    text = "".join(json.dumps(r) + "\n" for r in good)
+    out.write_text(text + '{"path": "c.jp')
+    assert read_done(out) == {"a.jpg": False, "b.jpg": True}
+    assert out.read_text() == text  # appending now starts on a fresh line
+    out.write_text(text + "garbage\n" + text)
+    with pytest.raises(WastesortError, match="line 3 is not a record"):
+        read_done(out)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wastesort", "classify", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=300,
+    )
+
+
+def folder_of(tmp_path: Path, copies: int) -> Path:
+    """`copies` hard links of every sample under one folder (cheap, real JPEGs)."""
+    folder = tmp_path / "imgs"
+    for n in range(copies):
+        for path in ALL_SAMPLES:
+            target = folder / f"{n:03d}" / Path(path).parent.name / Path(path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+    return folder
+
+
+def lines_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_cli_workers_and_out_match_the_in_process_run(registry_dir: Path, tmp_path: Path):
+    folder = folder_of(tmp_path, 2)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    model = ["--model", str(registry_dir)]
+    alone = cli(str(folder), *model, "--json", "--workers", "1")
+    assert alone.returncode == 1
+    out = tmp_path / "out.jsonl"
+    pooled = cli(str(folder), *model, "--workers", "2", "--out", str(out))
+    assert (pooled.returncode, pooled.stdout) == (1, "")
+    assert lines_of(out) == [json.loads(line) for line in alone.stdout.splitlines()]
+    bad = [r for r in lines_of(out) if "error" in r]
+    assert [r["path"] for r in bad] == [str(folder / "broken.jpg")]
+    assert f"1 of {2 * len(ALL_SAMPLES) + 1} images failed" in pooled.stderr
+    assert "Traceback" not in pooled.stderr
+    again = cli(str(folder), *model, "--workers", "2", "--out", str(out))
+    assert again.returncode == 1  # the file still holds a failed image
+    assert "0 images classified" in again.stderr
+    assert len(lines_of(out)) == 2 * len(ALL_SAMPLES) + 1  # nothing redone
+
+
+def live_in_group(group: int) -> list[int]:
+    """Processes (not zombies) in a process group, from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_resume_after_a_kill_classifies_each_path_once(registry_dir: Path, tmp_path: Path):
+    folder = folder_of(tmp_path, 60)  # ~1,000 images: seconds of work, killed early
+    out = tmp_path / "out.jsonl"
+    args = ["classify", str(folder), "--model", str(registry_dir), "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wastesort", *args, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and out.read_bytes().count(b"\n") >= 20):
+            assert proc.poll() is None and time.monotonic() < deadline, "never wrote records"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20  # orphaned workers notice and exit
+        while live_in_group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_in_group(proc.pid) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    total = len(list_items([str(folder)]))
+    written = out.read_bytes()
+    assert 20 <= written.count(b"\n") < total  # killed mid-run
+    if written.endswith(b"\n"):  # tear the last line as a kill mid-write would
+        out.write_bytes(written + b'{"path": "' + str(folder).encode())
+    resumed = cli(str(folder), "--model", str(registry_dir), "--workers", "2", "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    records = lines_of(out)
+    paths = [r["path"] for r in records]
+    assert sorted(paths) == sorted(list_items([str(folder)]))  # each path exactly once
+    assert all("predicted_class" in r for r in records)
+
+
+def test_cli_on_an_s3_prefix_with_workers(registry_dir: Path, tmp_path: Path):
+    """Workers are other processes: S3 here is moto's server on loopback."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    aws = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+    }
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=aws["AWS_ENDPOINT_URL_S3"],
+            region_name="eu-west-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        s3.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        keys = [f"in/{Path(p).parent.name}/{Path(p).name}" for p in ALL_SAMPLES]
+        for key, path in zip(keys, ALL_SAMPLES, strict=True):
+            s3.put_object(Bucket=BUCKET, Key=key, Body=Path(path).read_bytes())
+        out = tmp_path / "out.jsonl"
+        args = [f"s3://{BUCKET}/in/", "--model", str(registry_dir), "--out", str(out)]
+        result = subprocess.run(
+            [sys.executable, "-m", "wastesort", "classify", *args, "--workers", "2"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+            timeout=300,
+            env={**os.environ, **aws},
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    records = lines_of(out)
+    assert [r["path"] for r in records] == sorted(f"s3://{BUCKET}/{k}" for k in keys)
+    local = {Path(r["path"]).name: r for r in classify_many(str(registry_dir), ALL_SAMPLES)}
+    for record in records:
+        assert record["all_confidences"] == local[Path(record["path"]).name]["all_confidences"]
+
+
+def test_default_workers_never_exceed_cores_or_what_the_run_pays_for():
+    from wastesort.classify_cli import IMAGES_PER_WORKER, default_workers
+
+    assert default_workers(0) == default_workers(IMAGES_PER_WORKER - 1) == 1
+    assert default_workers(10**6) == len(os.sched_getaffinity(0))
