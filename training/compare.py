@@ -23,7 +23,7 @@ from training.data import Dataset, load_dataset
 from training.evaluate import VariantScores, photo_sets, score_files
 from training.source_config import DataConfig, SourceConfig
 from training.sources import DataError, mapped, read
-from wastesort import Classifier
+from wastesort import Classifier, shadow, shadow_cli
 from wastesort.classifier import split_ref
 from wastesort.errors import ImageError, ManifestError, RegistryError
 from wastesort.preprocess import load_image
@@ -240,6 +240,15 @@ def render(result: dict) -> list[str]:
     ]
     if v.get("forced"):
         lines.append(f"Published anyway (forced): {v['forced']}")
+    if result.get("shadow"):
+        lines += [
+            "",
+            f"Shadow scoring on `{result['shadow']['source']}` (not part of the verdict):",
+            "",
+            "```",
+            *shadow.render(result["shadow"]),
+            "```",
+        ]
     return lines
 
 
@@ -289,10 +298,13 @@ def compare_versions(
     rule: ChampionConfig,
     only: Sequence[str] | None = None,
     folders: dict[str, str] | None = None,
+    captures: str | None = None,
 ) -> dict[str, Any]:
     """`python -m training compare`: two published versions on the held-out parts of `data`'s
     train sources (split as a run splits them), its eval sources, `folders` (name -> a dataset
     folder, scored whole) and both golden sets; `only` keeps just the named sources of `data`.
+    With `captures` (a capture store or a folder: `wastesort.shadow_cli`), the result also holds
+    the shadow report: how the two would have decided on those field photos (`shadow`).
 
     Raises:
         DataError: a source cannot be read or split.
@@ -340,4 +352,6 @@ def compare_versions(
             f"{len(trained & seen)} scored photo(s) are in the challenger's train or validation "
             "split of the data config"
         ]
+    if captures is not None:
+        result["shadow"], _ = shadow_cli.build(champion_uri, challenger_uri, captures)
     return result

@@ -1,12 +1,14 @@
 """`python -m wastesort` (also the `wastesort` command).
 
-    wastesort classify PATH... [--model URI] [--json] [--top-k K]
-    wastesort registry list|show|promote|rollback|history|keygen [--registry URI]
+    wastesort classify PATH|s3://... [--model URI] [--json] [--top-k K] [--workers N] [--out FILE]
+    wastesort registry list|show|promote|rollback|history|keygen|rollout-check [--registry URI]
     wastesort dataset export --captures URI --out DIR [--since DATE] [--reviewers-only]
     wastesort drift --current FOLDER [--model URI] [--reference FOLDER] [--json] [--plot PNG]
+    wastesort shadow --champion URI --challenger URI --captures SOURCE [--json] [--sheet PNG]
 
-Exit codes: 0 everything succeeded, 1 some images failed, 2 a usage error or a model that
-cannot be loaded. User errors print one line, never a traceback.
+Exit codes: 0 everything succeeded, 1 some images failed (`registry rollout-check`: it aborted
+a rollout), 2 a usage error or a model that cannot be loaded. User errors print one line,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -16,19 +18,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wastesort import drift_cli, export
-from wastesort.bulk import to_record
+from wastesort import classify_cli, drift_cli, export, shadow_cli
 from wastesort.errors import WastesortError
-from wastesort.preprocess import IMAGE_SUFFIXES
+from wastesort.registry import rollout_cli
 
 if TYPE_CHECKING:
     from wastesort.manifest import Manifest
-
-PROGRESS_AFTER = 8  # images; fewer finish before a bar would be worth drawing
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,17 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wastesort", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    classify = commands.add_parser("classify", help="classify image files or folders")
-    classify.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    classify.add_argument(
-        "--model",
-        help="registry URI with optional @version/@alias, or a .tflite file "
-        "(default: WASTESORT_MODEL or the bundled registry's production alias)",
-    )
-    classify.add_argument("--json", action="store_true", help="one JSON object per image")
-    classify.add_argument("--top-k", type=_positive, help="keep the K best classes")
-    classify.add_argument("--threads", type=_positive, help="interpreter threads")
-
+    classify_cli.add_parser(commands)
     registry = commands.add_parser("registry", help="inspect and move model versions")
     registry.add_argument(
         "--registry",
@@ -70,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("alias")
     promote.add_argument("version")
     promote.add_argument("--reason")
+    rollout_cli.add_promote_options(promote)
     rollback = actions.add_parser("rollback", help="point an alias back at its previous version")
     rollback.add_argument("alias")
     rollback.add_argument("--reason")
@@ -77,23 +67,23 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("alias", nargs="?")
     keygen = actions.add_parser("keygen", help="write a new ed25519 signing key pair")
     keygen.add_argument("out", type=Path, help="folder for signing.pem and signing.pub")
+    rollout_cli.add_parser(actions)
     export.add_parser(commands)
     drift_cli.add_parser(commands)
+    shadow_cli.add_parser(commands)
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        commands = {"classify": _classify, "dataset": export.run, "drift": drift_cli.run}
+        commands = {
+            "classify": classify_cli.run,
+            "dataset": export.run,
+            "drift": drift_cli.run,
+            "shadow": shadow_cli.run,
+        }
         return commands.get(args.command, _registry)(args)
     except WastesortError as exc:
         print(f"wastesort: error: {exc.message}", file=sys.stderr)
@@ -103,90 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `wastesort classify ... | head`
         sys.stderr.close()
         return EXIT_OK
-
-
-# --- classify ----------------------------------------------------------------------------------
-
-
-def _walk(paths: Sequence[Path]) -> Iterator[Path]:
-    """Files as given; folders walked recursively, sorted, image files only."""
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        else:
-            yield path
-
-
-def _classify(args: argparse.Namespace) -> int:
-    from wastesort.classifier import Classifier  # noqa: PLC0415
-
-    classifier = Classifier.load(args.model, num_threads=args.threads)
-    files = list(_walk(args.paths))
-    failed = 0
-    if not args.json:
-        print(f"{'path':<48} {'class':<12} {'confidence':>10}  decision")
-    with _progress(len(files)) as advance:
-        for path in files:
-            result = _classify_one(classifier, path, args.top_k)
-            failed += "error" in result
-            _emit(result, as_json=args.json)
-            advance()
-    if failed:
-        print(f"wastesort: {failed} of {len(files)} images failed", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
-
-
-def _classify_one(classifier: Any, path: Path, top_k: int | None) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return to_record(str(path), exc)
-    try:
-        return to_record(str(path), classifier.predict(data, top_k=top_k))
-    except WastesortError as exc:
-        return to_record(str(path), exc)
-
-
-def _emit(result: dict[str, Any], *, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result), flush=True)
-    elif "error" in result:
-        error = result["error"]
-        print(f"wastesort: {result['path']}: {error['message']} ({error['code']})", file=sys.stderr)
-    else:
-        print(
-            f"{result['path']:<48} {result['predicted_class']:<12} "
-            f"{result['confidence']:>10.3f}  {result['decision']}",
-            flush=True,
-        )
-
-
-class _progress:  # noqa: N801  (used like a function)
-    """A rich progress bar on stderr for long runs on a terminal; a no-op otherwise."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if self.total <= PROGRESS_AFTER or not sys.stderr.isatty():
-            return lambda: None
-        try:  # rich costs ~50 ms to import: only when a bar is shown, and only if installed
-            from rich.console import Console  # noqa: PLC0415
-            from rich.progress import Progress  # noqa: PLC0415
-        except ImportError:
-            return lambda: None
-
-        self.bar = Progress(console=Console(stderr=True), transient=True, redirect_stdout=False)
-        self.bar.start()
-        task = self.bar.add_task("classifying", total=self.total)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -205,7 +111,7 @@ def _registry(args: argparse.Namespace) -> int:
             {
                 "version": v.version,
                 "created_at": v.created_at.isoformat(),
-                "aliases": [a for a, s in manifest.aliases.items() if s.version == v.version],
+                "aliases": rollout_cli.aliases_on(manifest, v.version),
                 "accuracy": _headline(v.metrics, "accuracy"),
                 "macro_f1": _headline(v.metrics, "macro_f1"),
                 "sha256": v.sha256,
@@ -215,10 +121,8 @@ def _registry(args: argparse.Namespace) -> int:
         return _print_rows(rows, args.json)
     if args.action == "show":
         return _show(registry.manifest(), args)
-    if args.action == "promote":
-        registry.promote(args.alias, args.version, reason=args.reason)
-        print(f"{args.alias} -> {args.version}")
-        return EXIT_OK
+    if args.action in ("promote", "rollout-check"):
+        return rollout_cli.run(args, registry)
     if args.action == "rollback":
         version = registry.rollback(args.alias, reason=args.reason)
         print(f"{args.alias} -> {version} (rolled back)")
@@ -237,6 +141,8 @@ def _show(manifest: Manifest, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(manifest.resolve(args.ref).model_dump_json(indent=2))
     print(report["summary"], file=sys.stderr)
+    for line in rollout_cli.in_progress(manifest):
+        print(line, file=sys.stderr)
     return EXIT_OK
 
 

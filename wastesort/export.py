@@ -75,8 +75,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest(events: list[LabelEvent], reviewers_only: bool) -> tuple[str | None, bool]:
-    """(the label that wins, whether the events disagree)."""
+def latest_label(
+    events: list[LabelEvent], *, reviewers_only: bool = False
+) -> tuple[str | None, bool]:
+    """(the label that wins, whether the events disagree): the latest event's label, the
+    one rule for every reader of label events (the export, the shadow report)."""
     if reviewers_only:
         events = [e for e in events if e.source == "review"]
     if not events:
@@ -138,7 +141,7 @@ def export(
     summary = Summary()
     records: list[Record] = []
     for capture in store.captures(since=since):
-        label, disagree = _latest(labels.get(capture.id, []), reviewers_only)
+        label, disagree = latest_label(labels.get(capture.id, []), reviewers_only=reviewers_only)
         if label is None:
             summary.unlabelled += 1
             continue
