@@ -1,5 +1,6 @@
-"""`python -m training run --config training/configs/default.yaml [key=value ...]`, and
-`python -m training compare --champion URI --challenger URI [--sources ...]`."""
+"""`python -m training run --config training/configs/default.yaml [key=value ...]`,
+`python -m training compare --champion URI --challenger URI [--sources ...] [--captures SOURCE]`
+and `python -m training explain --run RUN_DIR IMAGE... [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -46,9 +47,23 @@ def main(argv: list[str] | None = None) -> int:
         help="only these sources of the data config, and/or dataset folders scored whole",
     )
     cmp_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cmp_p.add_argument(
+        "--captures",
+        metavar="SOURCE",
+        help="also the shadow report on these field photos (capture store, dataset folder or "
+        "folder of images; see `wastesort shadow`)",
+    )
     cmp_p.add_argument("--json", type=Path, help="also write the comparison here")
+    exp_p = sub.add_parser(
+        "explain", help="Grad-CAM overlays of a run's float model on photos, top classes written"
+    )
+    exp_p.add_argument("--run", required=True, type=Path, help="a run folder (runs/<name>-<time>)")
+    exp_p.add_argument("images", nargs="+", type=Path, help="photos to explain")
+    exp_p.add_argument("--out", type=Path, help="where the overlays go (default: RUN/explain)")
+    exp_p.add_argument("--top", type=int, default=3, help="classes written on each overlay")
     args = parser.parse_args(argv)
-    return _compare(args) if args.command == "compare" else _run(args)
+    commands = {"compare": _compare, "explain": _explain}
+    return commands.get(args.command, _run)(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -110,6 +125,7 @@ def _compare(args: argparse.Namespace) -> int:
             rule=cfg.champion,
             only=names if args.sources else None,
             folders=folders,
+            captures=args.captures,
         )
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -123,6 +139,43 @@ def _compare(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0 if result["verdict"]["passed"] else 3
+
+
+def _explain(args: argparse.Namespace) -> int:
+    """Exit 0 when every overlay is written, 2 when the run has no float model or a photo
+    cannot be read (checked before TensorFlow starts)."""
+    from wastesort.preprocess import load_image  # noqa: PLC0415
+
+    run_dir = args.run
+    if args.top < 1:
+        print(f"error: --top {args.top}: write at least one class", file=sys.stderr)
+        return 2
+    if not (run_dir / "model.weights.h5").is_file():
+        print(f"error: {run_dir} holds no float model (model.weights.h5)", file=sys.stderr)
+        return 2
+    for path in args.images:
+        try:
+            load_image(path.read_bytes())
+        except (OSError, WastesortError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"error: {path}: {reason}", file=sys.stderr)
+            return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.explain import ExplainError, explain_files, load_run  # noqa: PLC0415
+
+    try:
+        run = load_run(run_dir)
+        done = explain_files(run, args.images, args.out or run_dir / "explain", top=args.top)
+    except ExplainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the overlays' folder cannot be written
+        print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    for item in done:
+        ranked = ", ".join(f"{label} {score:.2f}" for label, score in item.top)
+        print(f"{item.path} -> {item.overlay} ({ranked})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,10 +2,18 @@
 
 With several train sources the validation photos carry weights that make every source count
 alike (`training.weights.balanced`), so a big source does not set the confidence scale alone.
+
+The threshold has two rules (`calibrate.threshold_rule`): `pooled`, the lowest threshold at which
+the decided validation photos reach a target accuracy; and `per_source`, the lowest at which no
+source's share of confidently-wrong answers (decided and wrong) is above a target. A pooled figure
+can meet its target while one source, the one unlike the rest, is confidently wrong far more
+often; the per-source rule holds the worst source to it, and the report says what coverage that
+costs against the pooled rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +131,76 @@ def tradeoff(
     return rows
 
 
+def confidently_wrong(
+    probs: np.ndarray, y: np.ndarray, threshold: float, weights: np.ndarray | None = None
+) -> float:
+    """Share of images decided at `threshold` and wrong: the mistakes a bin acts on."""
+    decided = is_confident(probs.max(axis=1), threshold)
+    return _mean(decided & (probs.argmax(axis=1) != y), weights)
+
+
+def by_source(
+    probs: np.ndarray, y: np.ndarray, sources: Sequence[str], threshold: float
+) -> dict[str, dict[str, float]]:
+    """Per source: photos, share decided and share confidently wrong at `threshold`."""
+    names = np.asarray(sources, dtype=object)
+    rows = {}
+    for name in sorted(set(sources)):
+        mask = names == name
+        share, _ = coverage(probs[mask], y[mask], threshold)
+        rows[str(name)] = {
+            "n": int(mask.sum()),
+            "coverage": round(share, 4),
+            "confidently_wrong": round(confidently_wrong(probs[mask], y[mask], threshold), 4),
+        }
+    return rows
+
+
+def choose_threshold_per_source(
+    probs: np.ndarray,
+    y: np.ndarray,
+    sources: Sequence[str],
+    *,
+    max_wrong: float,
+    max_threshold: float,
+    weights: np.ndarray | None = None,
+) -> tuple[Threshold, bool]:
+    """The lowest threshold at which every source's confidently-wrong share is <= `max_wrong`.
+
+    The worst source decides, not the pooled figure, so a small source unlike the rest cannot
+    hide behind a big one. The share only falls as the threshold rises, so the first threshold
+    that passes keeps the most photos sorted. Capped at `max_threshold`.
+
+    Returns:
+        The threshold with its (weighted) coverage and accuracy, and whether the target was met
+        at or below the cap (False: the cap is returned).
+    """
+    if len(sources) != len(y):
+        raise ValueError(f"{len(sources)} source names for {len(y)} validation images")
+    names = np.asarray(sources, dtype=object)
+    masks = [names == name for name in sorted(set(sources))]
+    conf = probs.max(axis=1)
+    chosen, met = max_threshold, False
+    for t in np.unique(np.concatenate([[0.0], np.round(conf, 4), [max_threshold]])):
+        if t > max_threshold:
+            break
+        worst = max(confidently_wrong(probs[m], y[m], float(t)) for m in masks)
+        if worst <= max_wrong:
+            chosen, met = float(t), True
+            break
+    share, accuracy = coverage(probs, y, chosen, weights)
+    correct = probs.argmax(axis=1) == y
+    return (
+        Threshold(
+            threshold=round(chosen, 4),
+            coverage=share,
+            accuracy_covered=accuracy,
+            accuracy_all=_mean(correct, weights),
+        ),
+        met,
+    )
+
+
 def uncertain_threshold(
     val_probs: np.ndarray,
     y_val: np.ndarray,
@@ -131,23 +209,57 @@ def uncertain_threshold(
     cfg: CalibrateConfig,
     *,
     val_weights: np.ndarray | None = None,
+    val_sources: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Choose the threshold on validation and say what it does on test: the run summary's
-    `uncertain` section (the manifest keeps it without `tradeoff_val`)."""
-    thr = choose_threshold(
+    """Choose the threshold on validation by `cfg.threshold_rule` and say what it does on test:
+    the run summary's `uncertain` section (the manifest keeps it without `tradeoff_val`).
+
+    With `val_sources` (each validation photo's source) the section also holds every source's
+    coverage and confidently-wrong share at the chosen threshold (`by_source_val`); with the
+    `per_source` rule, the pooled rule's threshold and the coverage the per-source rule costs
+    against it (`coverage_cost`).
+    """
+    pooled = choose_threshold(
         val_probs,
         y_val,
         target_accuracy=cfg.target_accuracy,
         max_threshold=cfg.max_threshold,
         weights=val_weights,
     )
+    thr, extra = pooled, {}
+    if cfg.threshold_rule == "per_source":
+        sources = list(val_sources) if val_sources is not None else ["all"] * len(y_val)
+        thr, met = choose_threshold_per_source(
+            val_probs,
+            y_val,
+            sources,
+            max_wrong=cfg.max_confidently_wrong,
+            max_threshold=cfg.max_threshold,
+            weights=val_weights,
+        )
+        extra = {
+            "max_confidently_wrong": cfg.max_confidently_wrong,
+            "target_met": met,
+            "pooled_threshold": pooled.threshold,
+            "pooled_val_coverage": round(pooled.coverage, 4),
+            "coverage_cost": round(pooled.coverage - thr.coverage, 4),
+        }
     test_coverage, test_accuracy = coverage(test_probs, y_test, thr.threshold)
-    return {
+    section: dict[str, Any] = {
+        "rule": cfg.threshold_rule,
         "threshold": thr.threshold,
         "target_accuracy": cfg.target_accuracy,
         "val_coverage": round(thr.coverage, 4),
         "val_accuracy_decided": round(thr.accuracy_covered, 4),
+        "val_confidently_wrong": round(
+            confidently_wrong(val_probs, y_val, thr.threshold, val_weights), 4
+        ),
         "test_coverage": round(test_coverage, 4),
         "test_accuracy_decided": round(test_accuracy, 4),
+        "test_confidently_wrong": round(confidently_wrong(test_probs, y_test, thr.threshold), 4),
+        **extra,
         "tradeoff_val": tradeoff(val_probs, y_val, list(TRADEOFF_THRESHOLDS), val_weights),
     }
+    if val_sources is not None:
+        section["by_source_val"] = by_source(val_probs, y_val, val_sources, thr.threshold)
+    return section

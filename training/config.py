@@ -167,6 +167,50 @@ class CalibrateConfig(_Section):
     reach this accuracy."""
     max_threshold: float = Field(0.9, ge=0, le=1)
     ece_bins: int = Field(15, ge=2)
+    threshold_rule: Literal["pooled", "per_source"] = "pooled"
+    """`pooled`: the `target_accuracy` rule above, over validation as a whole (source-balanced);
+    `per_source`: the lowest threshold at which every train source's validation photos are
+    confidently wrong (decided and wrong) at most `max_confidently_wrong` of the time; the
+    report gives the coverage it costs against the pooled rule."""
+    max_confidently_wrong: float = Field(0.02, ge=0, le=1)
+    """The per-source rule's target: the worst source's share of confidently-wrong answers."""
+
+
+class CompositeConfig(_Section):
+    """Training photos pasted onto other backgrounds (`training/composite.py`). Off by
+    default: check the masks on a contact sheet first (`python -m training.composite_sheet`)."""
+
+    enabled: bool = False
+    per_photo: int = Field(1, ge=1, le=2)
+    """Composites of each training photo whose mask is trusted."""
+    backgrounds: Path | None = None
+    """A folder of floor photos to crop backgrounds from; null: procedural textures only."""
+    procedural: bool = True
+    """Procedural floors (concrete, planks, tiles); with `backgrounds` too, a coin picks."""
+    classes: tuple[str, ...] | None = None
+    """Only photos of these classes get composites (null: all); e.g. leave out cardboard,
+    which mostly fills the frame, so its masks find seams rather than the object."""
+    min_cover: float = Field(0.03, ge=0, lt=1)
+    max_cover: float = Field(0.85, gt=0, le=1)
+    """A mask covering less or more of the photo than these is not trusted (a speck, or an
+    object that fills the frame): the photo is left alone."""
+
+    @field_validator("backgrounds")
+    @classmethod
+    def _folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> CompositeConfig:
+        if self.min_cover >= self.max_cover:
+            raise ValueError("min_cover must be below max_cover")
+        if self.enabled and self.backgrounds is None and not self.procedural:
+            raise ValueError(
+                "enabled, but no backgrounds and procedural: false: nothing to paste on"
+            )
+        return self
 
 
 class MlflowConfig(_Section):
@@ -266,6 +310,7 @@ class Config(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    composite: CompositeConfig = Field(default_factory=CompositeConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
@@ -289,6 +334,8 @@ class Config(_Section):
             raise ValueError("model.stochastic_depth: only the Lite backbones have it")
         if self.model.backbone.startswith("efficientnet_lite") and self.model.weights == "imagenet":
             raise ValueError("model.weights: Lite ImageNet weights are 'pretrained' (offline)")
+        if self.composite.enabled and self.model.weights is None:
+            raise ValueError("composite.enabled: only runs from pretrained weights take composites")
         return self
 
     def dump(self) -> dict[str, Any]:

@@ -118,6 +118,7 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
             splits.y_test,
             cfg.calibrate,
             val_weights=splits.val_weights,
+            val_sources=ds.sources_of("val"),
         )
         tables = source_tables(ds, scores, uncertain["threshold"])
         tracker.metrics(
@@ -134,6 +135,9 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
 
         hardest = plots.run_plots(
             run_dir / "plots", int8=int8, float_model=keras, ds=ds, pixels=pixels, bins=bins
+        )
+        hardest_by_source = plots.source_mistakes(  # with the float model's Grad-CAM
+            run_dir / "plots", int8=int8, ds=ds, pixels=pixels, model=trained.model
         )
         edgetpu_path, edgetpu_note = (None, "disabled (quantize.edgetpu: false)")
         if cfg.quantize.edgetpu:
@@ -184,6 +188,7 @@ def run(cfg: Config, *, run_dir: Path | None = None) -> RunResult:  # noqa: PLR0
             per_source=tables,
             champion=champion,
         )
+        run_summary["hardest_by_source"] = hardest_by_source
         write_report(run_dir, run_summary, ds.labels)
         (run_dir / "summary.json").write_text(json.dumps(run_summary, indent=2, default=str))
         tracker.log_run_folder(run_dir)

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
-from training import calibrate, metrics
+from training import calibrate, metrics, per_source
+from wastesort import contact_sheet
 from wastesort.scoring import softmax
 
 if TYPE_CHECKING:
+    import keras
+
     from training.data import Dataset
     from training.evaluate import Scores, VariantScores
+
+log = logging.getLogger(__name__)
 
 
 def confusion_png(matrix: np.ndarray, labels: Sequence[str], path: Path, title: str) -> Path:
@@ -87,19 +94,15 @@ def mistakes_png(
         }
         for i in worst
     ]
-    cols = 4
-    rows = max(1, int(np.ceil(len(worst) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.4, rows * 2.9), dpi=90)
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, i, item in zip(np.atleast_1d(axes).ravel(), worst, listed, strict=False):
-        ax.imshow(images[i])
-        ax.set_title(f"{item['true']} -> {item['predicted']}\n{item['confidence']:.2f}", fontsize=8)
-    if not len(worst):
-        fig.suptitle("no mistakes")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    tiles = [
+        contact_sheet.Tile(
+            Image.fromarray(np.asarray(images[i], dtype=np.uint8)),
+            [f"{item['true']} -> {item['predicted']} {item['confidence']:.2f}", item["path"]],
+        )
+        for i, item in zip(worst, listed, strict=True)
+    ]
+    title = "most confident mistakes (true -> predicted)" if tiles else "no mistakes"
+    contact_sheet.write(tiles, path, title=title, lines=2)
     return path, listed
 
 
@@ -145,3 +148,78 @@ def run_plots(
         path=folder / "hardest_mistakes_int8.png",
     )
     return hardest
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def source_mistakes(
+    folder: Path,
+    *,
+    int8: VariantScores,
+    ds: Dataset,
+    pixels: np.ndarray,
+    model: keras.Model | None = None,
+    count: int = 8,
+) -> dict[str, dict[str, Any]]:
+    """One sheet per photo set (each train source's test split, each eval source, each
+    `unmapped/`): the int8 model's most confident wrong answers (on `unmapped`, every answer
+    is wrong), each under the float model's Grad-CAM of the class int8 answered when `model`
+    is given, so a person can tell a background shortcut from a real cue.
+
+    Returns:
+        By set: the sheet's file name, whether it carries Grad-CAM, and the mistakes listed.
+    """
+    from training.evaluate import extra, photo_sets  # noqa: PLC0415 (no cycle at import)
+
+    folder.mkdir(exist_ok=True)
+    probs = int8.test_probs
+    if int8.extra_probs is not None:
+        probs = np.concatenate([probs, int8.extra_probs])
+    where = {i: k for k, i in enumerate(ds.indices("test") + extra(ds))}
+    labels = [*ds.labels, "none of the classes"]
+    index = {label: k for k, label in enumerate(ds.labels)}
+    out: dict[str, dict[str, Any]] = {}
+    for name, kind, idx in photo_sets(ds):
+        p = probs[[where[i] for i in idx]]
+        y = np.array([index.get(ds.items[i].label, len(ds.labels)) for i in idx])
+        if kind == per_source.UNMAPPED:
+            y = np.full(len(idx), len(ds.labels))
+        images = np.array(pixels[idx], dtype=np.uint8)
+        cams = model is not None and _with_gradcam(model, images, p, y, count)
+        path = folder / f"hardest_mistakes_{_file_name(name)}.png"
+        _, listed = mistakes_png(
+            images=images,
+            probs=p,
+            y_true=y,
+            labels=labels,
+            names=[ds.name(i) for i in idx],
+            path=path,
+            count=count,
+        )
+        out[name] = {"sheet": path.name, "gradcam": bool(cams), "mistakes": listed}
+    return out
+
+
+def _with_gradcam(
+    model: keras.Model, images: np.ndarray, probs: np.ndarray, y: np.ndarray, count: int
+) -> bool:
+    """Lay the float model's Grad-CAM over the images `mistakes_png` will pick (in place).
+    False when the model has no map to show (then the sheet shows the plain photos)."""
+    from training.explain import ExplainError, gradcam, overlay, upsample  # noqa: PLC0415
+
+    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    worst = wrong[np.argsort(-conf[wrong])][:count]
+    if not len(worst):
+        return False
+    try:
+        _, cams = gradcam(model, images[worst], classes=pred[worst])
+    except ExplainError as exc:
+        log.warning("no Grad-CAM on the mistakes sheets: %s", exc)
+        return False
+    size = (images.shape[2], images.shape[1])
+    for k, i in enumerate(worst):
+        images[i] = overlay(images[i], upsample(cams[k], size))
+    return True

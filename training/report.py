@@ -53,6 +53,7 @@ def render(summary: dict[str, Any], labels: Sequence[str]) -> str:
         f"{_pct(u['target_accuracy'])} accuracy): validation coverage {_pct(u['val_coverage'])} "
         f"at {_pct(u['val_accuracy_decided'])}; test coverage {_pct(u['test_coverage'])} at "
         f"{_pct(u['test_accuracy_decided'])}.",
+        *uncertain_rule_lines(u),
         "",
         "| threshold | val coverage | val accuracy of decided |",
         "| --- | --- | --- |",
@@ -78,7 +79,44 @@ def render(summary: dict[str, Any], labels: Sequence[str]) -> str:
         f"- {m['path']}: {m['true']} -> {m['predicted']} ({m['confidence']:.2f})"
         for m in summary["hardest_mistakes"]
     ]
+    lines += source_sheet_lines(summary.get("hardest_by_source", {}))
     return "\n".join(lines) + "\n"
+
+
+def source_sheet_lines(sheets: dict[str, Any]) -> list[str]:
+    """Per photo set: its sheet of the most confident mistakes (with Grad-CAM or not)."""
+    if not sheets:
+        return []
+    lines = ["", "### Per source (sheets in `plots/`; the map is the float model's Grad-CAM)", ""]
+    for name, s in sheets.items():
+        shown = ", ".join(
+            f"{m['true']} -> {m['predicted']} ({m['confidence']:.2f})" for m in s["mistakes"][:3]
+        )
+        cam = "with Grad-CAM" if s["gradcam"] else "photos only"
+        lines.append(
+            f"- {name}: `{s['sheet']}` ({cam}), {len(s['mistakes'])} shown: {shown or 'none'}"
+        )
+    return lines
+
+
+def uncertain_rule_lines(u: dict[str, Any]) -> list[str]:
+    """What the `per_source` threshold rule chose and the coverage it cost (none: pooled)."""
+    if u.get("rule") != "per_source":
+        return []
+    met = "met" if u["target_met"] else "not met below the cap"
+    lines = [
+        "",
+        f"Rule `per_source`: every train source confidently wrong at most "
+        f"{_pct(u['max_confidently_wrong'])} on validation ({met}); the pooled rule's threshold "
+        f"{u['pooled_threshold']} would decide {_pct(u['pooled_val_coverage'])}, so it costs "
+        f"{_pct(u['coverage_cost'])} of coverage.",
+    ]
+    lines += [
+        f"- {name}: {r['n']} validation photos, {_pct(r['coverage'])} decided, "
+        f"{_pct(r['confidently_wrong'])} confidently wrong"
+        for name, r in u.get("by_source_val", {}).items()
+    ]
+    return lines
 
 
 def _data(data: dict[str, Any], labels: Sequence[str]) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from training import composite
 from training import features as feat
 from training.config import Config, PhaseConfig, TrainConfig
 from training.data import Dataset
@@ -253,6 +254,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
     tr, va = ds.indices("train"), ds.indices("val")
     y_tr, y_va = ds.targets("train"), ds.targets("val")
     w_tr, w_va = weights_for(ds, cfg.train.class_weights)
+    pixels, tr, y_tr, w_tr = composite.for_training(cfg, ds, pixels, train=tr, y=y_tr, weights=w_tr)
     aug = augmenter(cfg.augment, cfg.train.seed)
     key_parts = {
         "fingerprint": ds.fingerprint,
@@ -264,6 +266,8 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
         "augment": cfg.augment.model_dump(),
         "seed": cfg.train.seed,
     }
+    if cfg.composite.enabled:  # composites joined the train photos; off, the keys stay as they were
+        key_parts["composite"] = cfg.composite.model_dump(mode="json")
     cache = Path(cfg.cache_dir) / "features"
     bs = cfg.train.batch_size
     can_cache = cfg.model.weights is not None  # random weights differ per run: nothing to reuse
