@@ -51,6 +51,7 @@ class WastesortStack(Stack):
             access_logs=access_logs,
             expire_days=config.capture_expire_days,
             device_role=self.devices.role,
+            records_expire_days=config.records_expire_days,
         )
         self._output(
             RegistryBucket=self.models.bucket.bucket_name,

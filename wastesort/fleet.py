@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,24 +185,33 @@ def summarize(
     now: float | None = None,
     stale_minutes: float = DEFAULT_STALE_MINUTES,
     expect: str | None = None,
+    expect_for: Callable[[str], str | None] | None = None,
 ) -> dict[str, Any]:
     """The fleet as one JSON-ready object: devices, per-version counts, stale and behind.
 
     `expected` is `expect`, else the version most devices serve (ties: the greatest id); a
-    device serving another version (or none) is `behind`.
+    device serving another version (or none) is `behind`. `expect_for(device)`, where given,
+    is what that device should serve (a staged rollout's cohort runs the new version); where it
+    answers None the device is held to `expected`.
     """
     now = time.time() if now is None else now
     rows = [device_row(d, b, now, stale_minutes * 60) for d, b in sorted(beats.items())]
     versions = Counter(row["version"] or NONE for row in rows)
     served = Counter({v: n for v, n in versions.items() if v != NONE})
     expected = expect or (max(served, key=lambda v: (served[v], v)) if served else None)
+
+    def wanted(device: str) -> str | None:
+        return (expect_for(device) if expect_for is not None else None) or expected
+
     return {
         "generated_at": now,
         "stale_minutes": stale_minutes,
         "devices": rows,
         "versions": dict(sorted(versions.items(), key=lambda item: (-item[1], item[0]))),
         "expected_version": expected,
-        "behind": [r["device"] for r in rows if expected and r["version"] != expected],
+        "behind": [
+            r["device"] for r in rows if (want := wanted(r["device"])) and r["version"] != want
+        ],
         "stale": [r["device"] for r in rows if r["stale"]],
         "drift": dict(Counter(r["drift"] for r in rows if r["drift"])),
     }

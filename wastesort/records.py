@@ -20,7 +20,9 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -122,6 +124,8 @@ class ReadStats:
     objects: int = 0
     records: int = 0
     torn: int = 0
+    partial: bool = False
+    """True when `stop` ended the pass before every object of the window was read."""
 
 
 def parse_lines(data: bytes, *, where: str = "", stats: ReadStats | None = None) -> list[dict]:
@@ -184,6 +188,8 @@ def read_records(
     source: str | None = None,
     model_version: str | None = None,
     stats: ReadStats | None = None,
+    threads: int = 1,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The records with `since <= at < until` (default until: now), oldest hour first.
 
@@ -191,7 +197,11 @@ def read_records(
     reader of a year-old bucket reads one hour. Torn lines are skipped (`parse_lines`).
 
     Args:
-        stats: filled in as the records are read (objects, records, torn lines).
+        stats: filled in as the records are read (objects, records, torn lines, partial).
+        threads: objects fetched at once (at most `threads` in flight, yielded in key order):
+            one GET per object is what a growing fleet's window costs.
+        stop: asked before each object is fetched; True ends the pass (`stats.partial`), so a
+            caller with a deadline judges what was read instead of running out of time.
 
     Raises:
         RegistryError: the store cannot be listed or read.
@@ -199,23 +209,58 @@ def read_records(
     start, end = _utc(since), _utc(until or datetime.now(UTC))
     stats = stats if stats is not None else ReadStats()
     names = [source] if source is not None else sources(store)
-    for name in names:
-        for hour in hours(start, end):
-            prefix = hour_prefix(name, hour)
-            for key in store.list(prefix):
-                if not key.endswith(SUFFIX) or "/" in key[len(prefix) :]:
-                    continue
-                try:
-                    data = store.get(key)
-                except NotFoundError:
-                    continue  # expired between the listing and the read
-                stats.objects += 1
-                for record in parse_lines(data, where=key, stats=stats):
-                    if model_version is not None and record.get("model_version") != model_version:
-                        continue
-                    if start <= parse_at(record["at"]) < end:
-                        stats.records += 1
-                        yield record
+    keys = (
+        key
+        for name in names
+        for hour in hours(start, end)
+        for key in _objects(store, hour_prefix(name, hour))
+    )
+    for key, data in _fetched(store, keys, max(1, threads), stop, stats):
+        stats.objects += 1
+        for record in parse_lines(data, where=key, stats=stats):
+            if model_version is not None and record.get("model_version") != model_version:
+                continue
+            if start <= parse_at(record["at"]) < end:
+                stats.records += 1
+                yield record
+
+
+def _objects(store: RegistryStore, prefix: str) -> Iterator[str]:
+    for key in store.list(prefix):
+        if key.endswith(SUFFIX) and "/" not in key[len(prefix) :]:
+            yield key
+
+
+def _get(store: RegistryStore, key: str) -> bytes | None:
+    try:
+        return store.get(key)
+    except NotFoundError:
+        return None  # expired between the listing and the read
+
+
+def _fetched(
+    store: RegistryStore,
+    keys: Iterator[str],
+    threads: int,
+    stop: Callable[[], bool] | None,
+    stats: ReadStats,
+) -> Iterator[tuple[str, bytes]]:
+    """`(key, body)` in key order, with at most `threads` GETs in flight."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[tuple[str, Future[bytes | None]]] = deque()
+        for key in keys:
+            if stop is not None and stop():
+                stats.partial = True
+                break
+            pending.append((key, pool.submit(_get, store, key)))
+            if len(pending) >= threads:
+                done_key, future = pending.popleft()
+                if (data := future.result()) is not None:
+                    yield done_key, data
+        while pending:
+            done_key, future = pending.popleft()
+            if (data := future.result()) is not None:
+                yield done_key, data
 
 
 class RecordBatcher:

@@ -26,7 +26,7 @@ from functions.api.middleware import add_middleware
 from functions.api.model import ModelState
 from functions.api.pages import add_pages
 from functions.api.problems import Problem, add_error_handlers
-from functions.api.records import Recorder
+from functions.api.records import Recorder, answered
 from functions.api.schemas import (
     HEALTH_EXAMPLE,
     INFO_EXAMPLE,
@@ -161,13 +161,12 @@ def _add_predict(
         details = _details(request.query_params.get("details"))
         try:
             with obs.subsegment("predict", model_version=clf.version):
-                prediction = await run_in_threadpool(
-                    clf.predict, image.data, top_k=top_k or settings.default_top_k
-                )
+                full = await run_in_threadpool(clf.predict, image.data)  # the record's
         except ImageError as exc:
             raise Problem.from_core(exc) from None
+        prediction = answered(full, top_k or settings.default_top_k)
         capture_id = capturer.schedule(background, image.data, prediction)
-        recorder.schedule(background, [prediction])
+        recorder.schedule(background, [full])
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         request_id = request.state.request_id
         obs.record_predictions(clf.version, [prediction], latency_ms)
@@ -239,8 +238,7 @@ def _add_batch(
                 answers = iter(
                     await run_in_threadpool(
                         clf.predict_batch,
-                        good,
-                        top_k=top_k or settings.default_top_k,
+                        good,  # every class: the records' (`answered` cuts the answers)
                         return_exceptions=True,
                     )
                 )
@@ -249,7 +247,7 @@ def _add_batch(
             ]
         request_id = request.state.request_id
         items: list[BatchItem] = []
-        predictions = []
+        predictions, full = [], []
         for index, item in enumerate(outcome):
             if isinstance(item, ImageError):
                 item = Problem.from_core(item)  # noqa: PLW2901
@@ -258,12 +256,14 @@ def _add_batch(
                 body = item.body(instance=f"{request.url.path}#{index}")
                 items.append(BatchItem(index=index, status=item.status, problem=body))
             else:
+                full.append(item)
+                item = answered(item, top_k or settings.default_top_k)  # noqa: PLW2901
                 predictions.append(item)
                 fields = item.to_dict()
                 fields.pop("model_version")
                 capture_id = capturer.schedule(background, data[index], item)
                 items.append(BatchItem(index=index, status=200, capture_id=capture_id, **fields))
-        recorder.schedule(background, predictions)
+        recorder.schedule(background, full)
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         if predictions:
             obs.record_predictions(clf.version, predictions, latency_ms)

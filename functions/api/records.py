@@ -15,6 +15,7 @@ Records still waiting when a Lambda sandbox is retired are lost with it (at most
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from datetime import UTC, datetime
@@ -34,6 +35,16 @@ if TYPE_CHECKING:
     from starlette.background import BackgroundTasks
 
     from functions.api.settings import Settings
+
+
+def answered(prediction: Any, top_k: int | None) -> Any:
+    """The prediction as the answer gives it: `all_confidences` cut to the `top_k` best (they
+    are ranked, highest first). The API predicts every class and cuts here, so that a record
+    made from the uncut prediction holds every confidence whatever the request asked for."""
+    if top_k is None or len(prediction.all_confidences) <= top_k:
+        return prediction
+    best = dict(list(prediction.all_confidences.items())[: max(top_k, 1)])
+    return dataclasses.replace(prediction, all_confidences=best)
 
 
 class Recorder:

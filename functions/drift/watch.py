@@ -14,22 +14,23 @@ registry, and turns the reports and the fleet summary (`wastesort.fleet`) into m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from functions.api import metric_names as m
+from functions.drift.fleet_watch import watch_fleet
+from functions.drift.results import COUNT, NONE, Emission, Outcome
 from wastesort import drift
 from wastesort.capture_ids import API_SOURCE
 from wastesort.errors import WastesortError
-from wastesort.fleet import FleetError, read_heartbeats, summarize
 from wastesort.manifest import Manifest, ModelEntry
-from wastesort.records import parse_at, read_records
+from wastesort.records import ReadStats, parse_at, read_records
 from wastesort.reference import Reference
 from wastesort.registry.registry import Registry
 from wastesort.registry.store import RegistryStore
@@ -37,11 +38,9 @@ from wastesort.scoring import UNCERTAIN
 
 log = logging.getLogger(__name__)
 
-COUNT, NONE = "Count", "None"
 SCORE_CAP = 10.0
 SKIPPED = "skipped"
 ERROR = "error"
-MAX_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -56,41 +55,10 @@ class WatchConfig:
     seed: int = 0
     min_time_left_s: float = 20.0
     """Stop judging devices when less than this remains of the invocation (logged)."""
-
-
-@dataclass
-class Emission:
-    """One EMF line: metrics (name, unit, value) under one dimension set (besides `service`)."""
-
-    dimensions: dict[str, str]
-    metrics: list[tuple[str, str, float]]
-
-
-@dataclass
-class Outcome:
-    """What a run judged, for the log line and the metrics."""
-
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fleet: dict[str, Any] | None = None
-    errors: int = 0
-    emissions: list[Emission] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """One log line's worth: every version, the devices that are not `ok` and the stale
-        and behind ones (at most `MAX_LISTED` of each: a log event holds 256 KB)."""
-        fleet = self.fleet or {}
-        unwell = {d: r for d, r in sorted(self.devices.items()) if r["verdict"] != drift.OK}
-        return {
-            "versions": self.versions,
-            "device_verdicts": dict(Counter(r["verdict"] for r in self.devices.values())),
-            "devices": dict(list(unwell.items())[:MAX_LISTED]),
-            "errors": self.errors,
-            "fleet": {
-                "versions": fleet.get("versions", {}),
-                **{k: fleet[k][:MAX_LISTED] for k in ("stale", "behind") if k in fleet},
-            },
-        }
+    read_threads: int = 16
+    """Records objects fetched at once (bounded: one GET per object is what a window costs)."""
+    min_read_time_left_s: float = 60.0
+    """Stop reading records when less than this remains, and judge what was read (logged)."""
 
 
 class Sample:
@@ -273,8 +241,16 @@ def judge_devices(
     config: WatchConfig,
     out: Outcome,
     time_left_s: Callable[[], float],
+    *,
+    now: datetime | None = None,
 ) -> None:
-    for device, (_, version) in sorted(groups.latest.items()):
+    """Judge each device's latest version, starting at a place that moves every hour (the
+    window's end hour picks it), so a run short of time leaves a different tail each time."""
+    devices = sorted(groups.latest.items())
+    if devices and now is not None:
+        start = rotation(now, len(devices))
+        devices = devices[start:] + devices[:start]
+    for device, (_, version) in devices:
         if time_left_s() < config.min_time_left_s:
             log.warning(
                 "out of time: %d devices not judged this run", len(groups.latest) - len(out.devices)
@@ -294,35 +270,66 @@ def judge_devices(
         out.emissions.append(Emission({m.DIM_DEVICE: device}, rows))
 
 
-def watch_fleet(
-    telemetry: RegistryStore, expected: str | None, now: datetime, config: WatchConfig, out: Outcome
+def rotation(now: datetime, count: int) -> int:
+    """Where this run starts among `count` devices: a stable hash of the run's hour."""
+    hour = now.replace(minute=0, second=0, microsecond=0).isoformat()
+    digest = hashlib.sha256(hour.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def fleet_watch(
+    telemetry: RegistryStore, baselines: Baselines, now: datetime, config: WatchConfig, out: Outcome
 ) -> None:
+    """`watch_fleet` against `production`: a rollout's cohort is expected on the new version."""
+    expected, expect_for = None, None
     try:
-        beats = read_heartbeats(telemetry)
-    except FleetError:
-        log.exception("cannot read the fleet's heartbeats")
+        production = baselines.manifest.aliases.get("production")
+        if production is not None:
+            expected, expect_for = production.version_for(None), production.version_for
+    except WastesortError:
+        log.exception("cannot read the manifest: devices behind are judged by majority")
+    watch_fleet(
+        telemetry, expected, now, out, stale_minutes=config.stale_minutes, expect_for=expect_for
+    )
+
+
+def read_window(
+    records: RegistryStore,
+    now: datetime,
+    config: WatchConfig,
+    out: Outcome,
+    time_left_s: Callable[[], float],
+) -> _Groups:
+    """The window's records, grouped; reading stops (logged, `partial`) when time runs short."""
+    since = now - timedelta(hours=config.window_hours)
+    stats = ReadStats()
+    try:
+        groups = group(
+            read_records(
+                records,
+                since=since,
+                until=now,
+                stats=stats,
+                threads=config.read_threads,
+                stop=lambda: time_left_s() < config.min_read_time_left_s,
+            ),
+            size=config.max_records,
+            seed=config.seed,
+        )
+    except WastesortError:
+        log.exception("cannot read the prediction records")
         out.errors += 1
-        return
-    fleet = summarize(
-        beats, now=now.timestamp(), stale_minutes=config.stale_minutes, expect=expected
-    )
-    out.fleet = fleet
-    out.emissions.append(
-        Emission(
-            {},
-            [
-                (m.METRIC_DEVICES, COUNT, float(len(fleet["devices"]))),
-                (m.METRIC_STALE_DEVICES, COUNT, float(len(fleet["stale"]))),
-                (m.METRIC_DEVICES_BEHIND, COUNT, float(len(fleet["behind"]))),
-            ],
+        groups = _Groups()
+    if stats.partial:
+        log.warning(
+            "out of time reading records: window partial, judging %d records of %d objects",
+            stats.records,
+            stats.objects,
+            extra={"window": "partial", "records": stats.records, "objects": stats.objects},
         )
-    )
-    for version, count in fleet["versions"].items():
-        out.emissions.append(
-            Emission(
-                {m.DIM_MODEL_VERSION: version}, [(m.METRIC_DEVICES_BY_VERSION, COUNT, float(count))]
-            )
-        )
+    if groups.unversioned:
+        log.warning("%d records without a model_version were ignored", groups.unversioned)
+    return groups
 
 
 def run(
@@ -349,30 +356,12 @@ def run(
     config = config or WatchConfig()
     out = Outcome()
     baselines = Baselines(registry)
+    if telemetry is not None:  # first: a few reads, and the stale count must not wait on records
+        fleet_watch(telemetry, baselines, now, config, out)
     if records is not None:
-        since = now - timedelta(hours=config.window_hours)
-        try:
-            groups = group(
-                read_records(records, since=since, until=now),
-                size=config.max_records,
-                seed=config.seed,
-            )
-        except WastesortError:
-            log.exception("cannot read the prediction records")
-            out.errors += 1
-            groups = _Groups()
-        if groups.unversioned:
-            log.warning("%d records without a model_version were ignored", groups.unversioned)
+        groups = read_window(records, now, config, out, time_left_s)
         judge_versions(groups, baselines, config, out)
-        judge_devices(groups, baselines, config, out, time_left_s)
-    if telemetry is not None:
-        expected = None
-        try:
-            production = baselines.manifest.aliases.get("production")
-            expected = production.version_for(None) if production else None
-        except WastesortError:
-            log.exception("cannot read the manifest: devices behind are judged by majority")
-        watch_fleet(telemetry, expected, now, config, out)
+        judge_devices(groups, baselines, config, out, time_left_s, now=now)
     if out.errors:
         out.emissions.append(Emission({}, [(m.METRIC_DRIFT_ERRORS, COUNT, float(out.errors))]))
     return out

@@ -42,6 +42,7 @@ class Captures(Construct):
         access_logs: s3.IBucket,
         expire_days: int,
         device_role: iam.IRole,
+        records_expire_days: int = 30,
     ) -> None:
         super().__init__(scope, construct_id)
         self.bucket = private_bucket(
@@ -52,6 +53,11 @@ class Captures(Construct):
             prefix=f"{c.CAPTURE_PREFIX}/",
             tag_filters={c.CAPTURE_TAG: c.CAPTURE_TAG_UNLABELLED},
             expiration=Duration.days(expire_days),
+        )
+        self.bucket.add_lifecycle_rule(  # the drift watch reads the last hours only
+            id="ExpirePredictionRecords",
+            prefix=f"{c.RECORDS_PREFIX}/",
+            expiration=Duration.days(records_expire_days),
         )
         self.bucket.add_lifecycle_rule(
             id="RemoveExpiredDeleteMarkers", expired_object_delete_marker=True

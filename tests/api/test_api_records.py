@@ -80,6 +80,31 @@ def test_batch_predictions_are_recorded_too_and_bad_images_are_not(
     assert len(kept) == 2 and all(len(r["embedding"]) == dims for r in kept)
 
 
+def test_a_top_k_answer_is_cut_but_its_record_keeps_every_confidence(
+    make_client: Client, referenced: Classifier, tmp_path: Path
+):
+    root = tmp_path / "store"
+    client = make_client(
+        referenced, record_uri=str(root), record_sample=1, record_batch=1, default_top_k=1
+    )
+    response = client.post(
+        "/predict?top_k=2", content=sample_bytes("glass"), headers={"content-type": "image/jpeg"}
+    )
+    assert response.status_code == 200, response.text
+    single = response.json()
+    assert len(single["all_confidences"]) == 2
+    files = [("files", ("a.jpg", sample_bytes("paper"), "image/jpeg"))]
+    batch = client.post("/predict/batch", files=files).json()  # API_DEFAULT_TOP_K: 1
+    assert len(batch["results"][0]["all_confidences"]) == 1
+    kept = stored(root)
+    assert len(kept) == 2
+    for record in kept:
+        assert set(record["all_confidences"]) == set(referenced.labels)
+        assert sum(record["all_confidences"].values()) == pytest.approx(1, abs=1e-3)
+    best_two = [dict(list(r["all_confidences"].items())[:2]) for r in kept]
+    assert single["all_confidences"] in best_two  # the answer is its record's best two
+
+
 def test_a_share_of_zero_records_nothing(
     make_client: Client, classifier: Classifier, jpeg: bytes, tmp_path: Path
 ):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from functions.api import metric_names as m
+from functions.drift import watch
 from functions.drift.settings import (
     ENV_RECORDS_URI,
     ENV_REGISTRY_URI,
@@ -27,9 +30,10 @@ from functions.drift.settings import (
 )
 from tests.conftest import LABELS, ROOT, SAMPLES, moto_bucket, tiny_fields
 from wastesort import Classifier, reference
-from wastesort.manifest import OutputSpec
-from wastesort.records import dumps, make_record, new_batch_id, record_key
+from wastesort.manifest import Alias, Manifest, OutputSpec, Rollout
+from wastesort.records import dumps, make_record, new_batch_id, read_records, record_key
 from wastesort.registry import Registry
+from wastesort.registry.local import LocalStore
 
 NOW = datetime(2026, 12, 5, 14, 0, tzinfo=UTC)
 PHOTOS = sorted(SAMPLES.rglob("*.jpg"))
@@ -276,3 +280,73 @@ def test_the_handler_imports_no_pillow_runtime_or_web_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- a run short of time, the devices' turn, a staged rollout ------------------------------------
+
+
+def _stores(tmp: Path, preds: list, devices: list[str]) -> tuple[LocalStore, LocalStore]:
+    """Records of `devices` (5 each, tiny-2) and a fresh heartbeat per device, in folders."""
+    records, telemetry = LocalStore(tmp / "captures"), LocalStore(tmp / "telemetry")
+    for device in devices:
+        at = NOW - timedelta(minutes=30)
+        rows = _records(preds[:5], "tiny-2", device, at)
+        assert records.put_new(record_key(device, at, new_batch_id(at)), dumps(rows))
+        beat = {"at": NOW.timestamp() - 60, "model": {"serving": "tiny-2"}}
+        assert telemetry.put_new(f"{device}/heartbeat.json", json.dumps(beat).encode())
+    return records, telemetry
+
+
+def test_short_of_time_the_fleet_is_still_watched_and_the_window_marked_partial(
+    local_registry: Path, predictions: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records, telemetry = _stores(tmp_path, predictions["plain"], ["bin-1", "bin-2"])
+    registry = Registry.from_uri(local_registry, cache_dir=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        out = watch.run(
+            records=records, registry=registry, telemetry=telemetry, now=NOW,
+            time_left_s=lambda: 30.0,  # under `min_read_time_left_s`: no object is read
+        )  # fmt: skip
+    assert out.fleet is not None and len(out.fleet["devices"]) == 2
+    assert out.versions == {} and out.devices == {}
+    assert "window partial" in caplog.text
+    full = watch.run(records=records, registry=registry, telemetry=None, now=NOW)
+    assert full.versions["tiny-2"]["records"] == 10
+
+
+def test_a_run_with_time_for_one_device_judges_another_one_the_next_hour(
+    local_registry: Path, predictions: dict, tmp_path: Path
+) -> None:
+    devices = [f"bin-{i}" for i in range(6)]
+    records, _ = _stores(tmp_path, predictions["plain"], devices)
+    registry = Registry.from_uri(local_registry, cache_dir=tmp_path / "cache")
+    config = watch.WatchConfig()
+    judged = []
+    for now in (NOW, NOW + timedelta(hours=1)):
+        groups = watch.group(
+            read_records(records, since=now - timedelta(hours=6), until=now), size=100, seed=0
+        )
+        budget = iter([100.0])  # time for the first device, none after it
+        out = watch.Outcome()
+        watch.judge_devices(
+            groups, watch.Baselines(registry), config, out,
+            lambda budget=budget: next(budget, 0.0), now=now,
+        )  # fmt: skip
+        assert len(out.devices) == 1
+        judged.append(next(iter(out.devices)))
+    assert judged[0] != judged[1]
+
+
+def test_a_rollout_cohort_on_the_new_version_is_not_behind(tmp_path: Path) -> None:
+    telemetry = LocalStore(tmp_path)
+    for device, version in (("bin-1", "tiny-2"), ("bin-2", "tiny-3"), ("bin-3", "tiny-3")):
+        beat = {"at": NOW.timestamp(), "model": {"serving": version}}
+        assert telemetry.put_new(f"{device}/heartbeat.json", json.dumps(beat).encode())
+    rollout = Rollout(stable_version="tiny-2", cohorts=["bin-2"])
+    manifest = Manifest(
+        schema_version=2, aliases={"production": Alias(version="tiny-3", rollout=rollout)}
+    )
+    out = watch.Outcome()
+    watch.fleet_watch(telemetry, SimpleNamespace(manifest=manifest), NOW, watch.WatchConfig(), out)
+    assert out.fleet is not None
+    assert out.fleet["behind"] == ["bin-3"]  # bin-2 is in the cohort; bin-3 is not

@@ -207,3 +207,21 @@ def test_usage_errors_are_exit_2(tmp_path, capsys):
     assert exited.value.code == 2
     assert main(["fleet", "--telemetry", str(tmp_path), "--stale-minutes", "0"]) == 2
     assert "--stale-minutes" in capsys.readouterr().err
+
+
+def test_a_rollout_cohort_is_held_to_its_own_version():
+    """During a staged rollout the cohort runs the new version: not `behind`; a cohort device
+    still on the stable version, or a stable device on the new one, is."""
+    now = time.time()
+
+    def beat(version: str) -> dict:
+        return {"at": now, "model": {"serving": version}}
+
+    beats = {"bin-a": beat("v2"), "bin-b": beat("v1"), "bin-c": beat("v1"), "bin-d": beat("v2")}
+    cohort = {"bin-a", "bin-c"}
+    fleet = summarize(
+        beats, now=now, expect="v1", expect_for=lambda d: "v2" if d in cohort else None
+    )
+    assert fleet["behind"] == ["bin-c", "bin-d"]
+    assert fleet["expected_version"] == "v1"
+    assert summarize(beats, now=now, expect="v1")["behind"] == ["bin-a", "bin-d"]

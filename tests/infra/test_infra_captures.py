@@ -18,6 +18,7 @@ from infra.app import build_app
 from infra.config import ConfigError, InfraConfig
 
 EXPIRE_DAYS = 14
+RECORDS_DAYS = 7
 
 
 def _bucket_id(template_json: dict) -> str:
@@ -47,6 +48,7 @@ def captured(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
         "capture": "true",
         "capture_sample": "0.05",
         "capture_expire_days": str(EXPIRE_DAYS),
+        "records_expire_days": str(RECORDS_DAYS),
     }
     app, stack = build_app(ctx, outdir=str(tmp_path_factory.mktemp("captured.out")))
     return app.synth().get_stack_by_name(stack.stack_name).template
@@ -71,6 +73,28 @@ def test_the_expiry_is_a_context_key(captured: dict) -> None:
     bucket = captured["Resources"][_bucket_id(captured)]["Properties"]
     rules = {r.get("Id", ""): r for r in bucket["LifecycleConfiguration"]["Rules"]}
     assert rules["ExpireUnlabelledCaptures"]["ExpirationInDays"] == EXPIRE_DAYS
+
+
+def test_prediction_records_expire_after_a_context_configured_number_of_days(
+    template_json: dict, captured: dict
+) -> None:
+    for template, days in ((template_json, 30), (captured, RECORDS_DAYS)):
+        bucket = template["Resources"][_bucket_id(template)]["Properties"]
+        rules = {r.get("Id", ""): r for r in bucket["LifecycleConfiguration"]["Rules"]}
+        records = rules["ExpirePredictionRecords"]
+        assert records["Status"] == "Enabled"
+        assert records["Prefix"] == f"{c.RECORDS_PREFIX}/"
+        assert "TagFilters" not in records
+        assert records["ExpirationInDays"] == days
+
+
+def test_records_must_outlive_the_drift_window() -> None:
+    base = {"model_version": "v1", "drift_window_hours": "48"}
+    with pytest.raises(ConfigError, match="records_expire_days must exceed drift_window_hours"):
+        InfraConfig.from_context({**base, "records_expire_days": "2"})
+    assert InfraConfig.from_context({**base, "records_expire_days": "3"}).records_expire_days == 3
+    with pytest.raises(ConfigError, match="records_expire_days"):
+        InfraConfig.from_context({"model_version": "v1", "records_expire_days": "0"})
 
 
 def test_a_device_writes_only_its_own_captures_and_only_tagged_to_expire(
