@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from functions.bulk.limits import MIB, MIN_OBJECT_BYTES, max_object_bytes
 from infra import constants as c
 from wastesort.validation import field_errors
 
@@ -104,6 +105,9 @@ class InfraConfig(BaseModel):
     API's default (0.02)."""
     capture_expire_days: int = Field(default=30, ge=1, le=3650)
     """Days an unlabelled capture (tag `labelled=false`) is kept."""
+    records_expire_days: int = Field(default=30, ge=1, le=3650)
+    """Days a prediction record (`records/` in the capture bucket) is kept; must exceed
+    `drift_window_hours`, or the watch would judge a window already expired."""
 
     drift_package: Path = Path("build/lambda/drift-arm64")
     """The drift function's own small package (`python -m tools.lambda_zip --package drift`)."""
@@ -196,10 +200,25 @@ class InfraConfig(BaseModel):
             )
         if self.capture_sample is not None and not self.capture:
             raise ValueError("capture_sample needs capture=true")
+        if self.records_expire_days * 24 <= self.drift_window_hours:
+            raise ValueError("records_expire_days must exceed drift_window_hours / 24")
         if self.drift_alpha_drift > self.drift_alpha_warn:
             raise ValueError("drift_alpha_drift must be at most drift_alpha_warn")
         if self.waf_acl_arn and self.waf_managed:
             raise ValueError("set waf_acl_arn (associate an existing web ACL) or waf_managed")
+        return self
+
+    @model_validator(mode="after")
+    def _bulk_objects_fit(self) -> InfraConfig:
+        """A batch holds its objects in memory together: a full one must still take photos."""
+        limit = max_object_bytes(self.bulk_memory_mb, self.bulk_batch_size)
+        if limit < MIN_OBJECT_BYTES:
+            raise ValueError(
+                f"bulk_batch_size {self.bulk_batch_size} leaves {limit / MIB:.1f} MiB per object "
+                f"in bulk_memory_mb {self.bulk_memory_mb} (half of it for the batch's objects); "
+                f"at least {MIN_OBJECT_BYTES // MIB} MiB each needs a smaller bulk_batch_size "
+                "or more bulk_memory_mb"
+            )
         return self
 
     @property

@@ -5,11 +5,12 @@ python -m tools.bulk_start s3://<BulkBucket>/input/<job>/ <version id> [--stack 
 
 `make bulk INPUT=... MODEL=...` runs it. The stack's outputs name the state machine and the
 input and results locations (`infra/constructs/bulk.py`); the input must lie under the input
-prefix (the state machine may list nothing else) and the model must be a version id (a job is
-one version throughout). Results: `<BulkResultsUri><map run id>/` holds `SUCCEEDED_*.jsonl`
-(one `wastesort.bulk.to_record` line per image), `FAILED_*.jsonl` (failed batches, with their
-keys), Step Functions' `manifest.json` and the run's `run-summary.json`. With `--wait` it polls
-until the run ends and prints that exact folder and the item counts.
+prefix (the state machine may list nothing else) and the model must be a version id published
+in the stage's registry (a job is one version throughout: an alias could move mid-run, an
+unknown id would fail every image). Results: `<BulkResultsUri><map run id>/` holds
+`SUCCEEDED_*.jsonl` (one `wastesort.bulk.to_record` line per image), `FAILED_*.jsonl` (failed
+batches, with their keys), Step Functions' `manifest.json` and the run's `run-summary.json`.
+With `--wait` it polls until the run ends and prints that exact folder and the item counts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from infra.constants import MODEL_NAME_PATTERN
 from wastesort.bulk import parse_s3
 from wastesort.errors import WastesortError
 
-OUTPUTS = ("BulkStateMachineArn", "BulkInputUri", "BulkResultsUri")
+OUTPUTS = (
+    "BulkStateMachineArn",
+    "BulkInputUri",
+    "BulkResultsUri",
+    "RegistryBucket",
+    "RegistryPrefix",
+)
 POLL_S = 10.0
 
 
@@ -75,6 +82,29 @@ def execution_input(input_uri: str, model: str, outputs: dict[str, str]) -> dict
     return {"input_prefix": prefix, "model_version": model}
 
 
+def check_published(session: Any, outputs: dict[str, str], model: str) -> None:
+    """Refuse an alias or a version the stage's registry (its `manifest.json`) does not list.
+
+    Raises:
+        JobError: an alias, an unknown version, or a manifest that cannot be read.
+    """
+    from wastesort.registry import Registry  # noqa: PLC0415
+    from wastesort.registry.s3 import S3Store  # noqa: PLC0415
+
+    uri = f"s3://{outputs['RegistryBucket']}/{outputs['RegistryPrefix']}"
+    try:
+        manifest = Registry(S3Store(uri, client=session.client("s3"))).manifest()
+    except WastesortError as exc:
+        raise JobError(f"cannot read the registry {uri}: {exc.message}") from None
+    if model in manifest.aliases:
+        raise JobError(
+            f"{model!r} is an alias (now {manifest.resolve(model).version}): pass a version id, "
+            "so the whole job uses one version"
+        )
+    if model not in manifest.versions:
+        raise JobError(f"no version {model!r} in {uri} (see `wastesort registry {uri} list`)")
+
+
 def start(sfn: Any, outputs: dict[str, str], job: dict[str, str], name: str | None) -> str:
     """Start the execution; returns its ARN."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -116,6 +146,7 @@ def main(argv: list[str] | None = None, *, session: Any = None) -> int:
     try:
         outputs = stack_outputs(session.client("cloudformation"), args.stack)
         job = execution_input(args.input, args.model, outputs)
+        check_published(session, outputs, args.model)
         sfn = session.client("stepfunctions")
         execution_arn = start(sfn, outputs, job, args.name)
     except JobError as exc:

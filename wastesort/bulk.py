@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from wastesort.errors import WastesortError
 
@@ -313,19 +313,31 @@ def _classify_chunk(items: list[str], top_k: int | None) -> list[dict[str, Any]]
 # --- resumable results ------------------------------------------------------------------------
 
 
-def read_done(out: Path) -> dict[str, bool]:
-    """The paths already recorded in the JSON-lines file `out`, each with whether its record
-    is an error.
+class Done(NamedTuple):
+    """What a results file already holds (`read_done`)."""
 
-    A last line without its newline was torn by a kill mid-write: it is cut off the file (its
+    errors: dict[str, bool]
+    """Each recorded path, with whether its record (the last one for the path) is an error."""
+    version: str | None
+    """The model version of its predictions; None when it holds none."""
+
+
+def read_done(out: Path) -> Done:
+    """The paths already recorded in the JSON-lines file `out` and the model version that
+    classified them.
+
+    A path recorded twice (an error redone by `--retry-failed`) counts by its later line. A
+    last line without its newline was torn by a kill mid-write: it is cut off the file (its
     image is redone), so records appended next start on a line of their own.
 
     Raises:
-        WastesortError: (code `usage`) a complete line that is not a record.
+        WastesortError: (code `usage`) a complete line that is not a record, or predictions
+            of more than one model version.
     """
     done: dict[str, bool] = {}
+    versions: set[str] = set()
     if not out.is_file():  # not there yet (or a device such as /dev/null: nothing to resume)
-        return done
+        return Done(done, None)
     with out.open("rb+") as file:
         good = 0
         for number, line in enumerate(file, start=1):
@@ -336,7 +348,30 @@ def read_done(out: Path) -> dict[str, bool]:
             try:
                 record = json.loads(line)
                 done[record["path"]] = "error" in record
+                if "model_version" in record:
+                    versions.add(str(record["model_version"]))
             except (ValueError, TypeError, KeyError):
                 raise usage_error(f"{out} line {number} is not a record; fix or move it") from None
             good += len(line)
-    return done
+    if len(versions) > 1:
+        raise usage_error(f"{out} mixes models {', '.join(sorted(versions))}; split or move it")
+    return Done(done, versions.pop() if versions else None)
+
+
+def resolve_version(model: str | None) -> str:
+    """The version `model` names now, which `classify_many` pins a run to (an alias read
+    from the manifest; a bare `.tflite` named by its content).
+
+    Raises:
+        ModelError: unknown version or alias, or a file that is not a model.
+    """
+    from wastesort import artifacts  # noqa: PLC0415
+    from wastesort.classifier import default_model_uri, split_ref  # noqa: PLC0415
+
+    base, ref = split_ref(str(model or default_model_uri()))
+    if base.endswith(".tflite"):
+        path = Path(base)
+        return artifacts.entry_for_file(path, artifacts.read_model_file(path), None).version
+    from wastesort.registry import Registry  # noqa: PLC0415
+
+    return Registry.from_uri(base).resolve(ref).version

@@ -1,13 +1,16 @@
 """`wastesort classify`: classify image files, folders and S3 prefixes (`wastesort.bulk`).
 
     wastesort classify PATH... [--model URI] [--json] [--top-k K] [--threads T]
-                               [--workers N] [--out FILE]
+                               [--workers N] [--out FILE [--retry-failed]]
 
 PATH is a file, a folder (walked recursively, image files only) or `s3://bucket/prefix/`.
 Records print to stdout (a table, or one JSON object per image with `--json`); with `--out`
 they are appended to FILE as JSON lines instead, and a re-run with the same FILE skips the
-paths already there, so a killed run resumes where it stopped. Exit 0 when every image was
-classified, 1 when some failed (each has an error record), 2 on a usage error.
+paths already there, so a killed run resumes where it stopped. FILE holds one model version:
+a re-run whose model resolves to another version is refused (use another FILE).
+`--retry-failed` also redoes the paths whose record is an error; the new line supersedes the
+old (the later line for a path wins). Exit 0 when every image was classified, 1 when some
+failed (each has an error record), 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from wastesort.bulk import classify_many, list_items, read_done, usage_error
+from wastesort.bulk import Done, classify_many, list_items, read_done, resolve_version, usage_error
 from wastesort.errors import WastesortError
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
@@ -62,7 +65,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         metavar="FILE",
-        help="append JSON lines here; a re-run skips what is already there",
+        help="append JSON lines here; a re-run with the same model version skips what is "
+        "already there",
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --out: redo the images whose record is an error (the new line wins)",
     )
 
 
@@ -82,12 +91,18 @@ def default_workers(images: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The CLI's entry: list, skip what `--out` holds, classify, report failures."""
+    if args.retry_failed and not args.out:
+        raise usage_error("--retry-failed needs --out (the file whose failed images to redo)")
     items = list_items(args.paths)
     if args.out:
         _check_writable(args.out)
-    done = read_done(args.out) if args.out else {}
-    todo = [item for item in items if item not in done]
-    failed = sum(done.get(item, False) for item in items)  # this run's items only
+    done = read_done(args.out) if args.out else Done({}, None)
+    if done.version is not None:
+        _check_same_version(args.out, done.version, resolve_version(args.model))
+    redo = args.retry_failed
+    todo = [item for item in items if item not in done.errors or (redo and done.errors[item])]
+    # Failures already in the file, of this run's items only (a retry redoes them all).
+    failed = 0 if redo else sum(done.errors.get(item, False) for item in items)
     workers = args.workers or default_workers(len(todo))
     if not args.json and not args.out:
         print(f"{'path':<48} {'class':<12} {'confidence':>10}  decision")
@@ -108,6 +123,16 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"wastesort: {failed} of {len(items)} images failed", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _check_same_version(out: Path, recorded: str, pinned: str) -> None:
+    """Refuse to mix versions in one results file: its skipped paths would keep the other
+    version's records (a new `--model`, or an alias that has moved since)."""
+    if recorded != pinned:
+        raise usage_error(
+            f"{out} holds records of model {recorded} but this run's model is {pinned}; "
+            "use another --out"
+        )
 
 
 def _check_writable(out: Path) -> None:

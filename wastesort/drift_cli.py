@@ -171,12 +171,12 @@ def _when(value: str | None, now: datetime, default: timedelta) -> datetime:
     if value is None:
         return now - default
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([mhd])", value.strip())
-    if match:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
-        return now - timedelta(**{unit: float(match[1])})
     try:
+        if match:
+            unit = {"m": "minutes", "h": "hours", "d": "days"}[match[2]]
+            return now - timedelta(**{unit: float(match[1])})
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an age before year 1 (`99999999d`)
         raise _usage(f"{value!r} is not a time (ISO 8601, or an age like 6h or 2d)") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 

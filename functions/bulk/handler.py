@@ -12,11 +12,14 @@ percentage decide. The child's output is `{"records", "counts", ...}`; the state
 The model comes from the registry in `MODEL_URI` (the same setting and loader as the API), at
 the version the execution pins; it is cached per version across warm invocations. Objects are
 fetched on a few threads while inference runs on one interpreter: on Lambda the S3 round trips,
-not the model, would otherwise set the pace.
+not the model, would otherwise set the pace. A batch's objects are held in memory together, so
+an object over `functions.bulk.limits.max_object_bytes` of the function's memory
+(`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) and the batch's size gets a `too_large` record, unread.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +33,7 @@ from functions.api.metric_names import DIM_MODEL_VERSION, METRICS_NAMESPACE
 from functions.api.model import ModelState, load_failure
 from functions.api.observability import logger
 from functions.api.settings import Settings
+from functions.bulk.limits import MIB, max_object_bytes
 from wastesort.bulk import to_record
 from wastesort.classifier import Classifier, split_ref
 from wastesort.errors import ImageError, WastesortError
@@ -41,9 +45,8 @@ METRIC_FAILED = "BulkFailedImages"
 METRIC_MS_PER_IMAGE = "BulkMsPerImage"
 FETCH_THREADS = 16
 """Objects read at once: enough to hide S3's first-byte latency behind inference."""
-MAX_OBJECT_BYTES = 32 * 1024 * 1024
-"""Larger objects get a `too_large` record unread: no camera's photo is this big, and a batch's
-objects are held in memory together."""
+ENV_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+"""Set by Lambda: the function's memory, which a batch's objects must fit in."""
 MAX_MODELS = 2
 """Versions kept loaded in one sandbox; a job pins one, so two covers a switch-over."""
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -83,10 +86,15 @@ class BatchRunner:
         settings: the API's settings (`MODEL_URI` names the registry; its `@ref`, if any, is
             replaced by the version each batch pins).
         client: an S3 client (tests); None makes one on first use.
+        memory_mb: the function's memory (default: Lambda's `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`;
+            unset, objects up to `MAX_OBJECT_BYTES` are read).
     """
 
-    def __init__(self, settings: Settings, *, client: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, *, client: Any = None, memory_mb: int | None = None
+    ) -> None:
         self.settings = settings
+        self.memory_mb = memory_mb or int(os.environ.get(ENV_MEMORY_MB) or 0) or None
         self.registry = split_ref(settings.model_uri)[0]
         self._client = client
         self._models: OrderedDict[str, ModelState] = OrderedDict()
@@ -133,11 +141,14 @@ class BatchRunner:
 
     def _read(self, bucket: str, items: list[Item]) -> list[bytes | WastesortError]:
         store = S3Store(f"s3://{bucket}", client=self.client)
+        limit = max_object_bytes(self.memory_mb, len(items))
+        over = f"over {limit / MIB:.1f} MiB" + (
+            f" (a batch of {len(items)} in {self.memory_mb} MB)" if self.memory_mb else ""
+        )
 
         def read(item: Item) -> bytes | WastesortError:
-            if item.Size is not None and item.Size > MAX_OBJECT_BYTES:
-                limit = MAX_OBJECT_BYTES // 2**20
-                return ImageError(f"{item.Size} bytes, over {limit} MiB", code="too_large")
+            if item.Size is not None and item.Size > limit:
+                return ImageError(f"{item.Size} bytes, {over}", code="too_large")
             try:
                 return store.get(item.Key)
             except WastesortError as exc:  # NotFoundError, RegistryError: a record, not a crash

@@ -3,7 +3,8 @@
 Every `rollout_check_minutes` EventBridge runs `functions.rollout.handler` from the API's package
 (the same code asset). It reads the devices' heartbeats and the registry's `manifest.json`, and
 may write that one object (a rollback by conditional put) and nothing else: no artifact, no
-other prefix. An abort fires the `rollout-aborted` alarm on the stage's SNS topic.
+other prefix. An abort fires the `rollout-aborted` alarm on the stage's SNS topic; a failed run
+(settings, access, a conflict) fires `rollout-check-errors`, since an unchecked rollout goes on.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ HEARTBEATS = f"{c.TELEMETRY_PREFIX}/*/heartbeat.json"
 
 
 class RolloutCheck(Construct):
-    """Function + schedule + the `rollout-aborted` alarm.
+    """Function + schedule + the `rollout-aborted` and `rollout-check-errors` alarms.
 
     Attributes:
         function: the rollout check.
         rule: its schedule.
         alarm: fires when a run rolled a rollout back.
+        errors_alarm: fires when a run itself failed (the rollout went unguarded that period).
     """
 
     def __init__(
@@ -96,6 +98,18 @@ class RolloutCheck(Construct):
                 datapoints=1,
                 description=f"The rollout check rolled {config.rollout_alias!r} back: see the "
                 "alias's history (`wastesort registry history`) and docs/ops.md, 'Staged rollout'.",
+            )
+        )
+        self.errors_alarm = monitoring.add_alarm(
+            AlarmSpec(
+                name="rollout-check-errors",
+                metric=self.function.metric_errors(statistic="Sum", period=period),
+                threshold=1,
+                comparison=GE,
+                evaluation_periods=1,
+                datapoints=1,
+                description="The rollout check itself failed: a staged rollout went unguarded "
+                "this period (read its log group; docs/ops.md, 'Staged rollout').",
             )
         )
 

@@ -13,6 +13,7 @@ import pytest
 
 from functions.api.settings import Settings
 from functions.bulk import handler as bulk
+from functions.bulk.limits import MAX_OBJECT_BYTES, MIB
 from tests.conftest import SAMPLES, moto_bucket
 from wastesort import Classifier
 from wastesort.bulk import to_record
@@ -87,10 +88,31 @@ def test_every_object_becomes_one_record_in_item_order(
 
 def test_an_object_too_large_is_refused_unread(runner: bulk.BatchRunner) -> None:
     event = batch(good_keys()[:1])
-    event["Items"].append(item("input/job/huge.jpg", size=bulk.MAX_OBJECT_BYTES + 1))
+    event["Items"].append(item("input/job/huge.jpg", size=MAX_OBJECT_BYTES + 1))
     records = runner.run(event)["records"]
     assert "error" not in records[0]
     assert records[1]["error"]["code"] == "too_large"
+
+
+def test_the_object_limit_follows_the_functions_memory(
+    registry_dir: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """50 objects of 32 MiB do not fit in 1024 MB: a batch may hold half its memory in objects."""
+    settings = Settings(model_uri=f"{registry_dir}@production")
+    sized = bulk.BatchRunner(settings, client=s3, memory_mb=1024)
+    event = batch(good_keys()[:1] + [f"input/job/absent-{n}.jpg" for n in range(49)])
+    event["Items"][1]["Size"] = 11 * MIB  # over 1024 MB / (2 x 50) = 10.24 MiB
+    event["Items"][2]["Size"] = 10 * MIB  # under: read (and, being absent, not found)
+    records = sized.run(event)["records"]
+    assert "error" not in records[0]
+    assert records[1]["error"]["code"] == "too_large"
+    assert "over 10.2 MiB (a batch of 50 in 1024 MB)" in records[1]["error"]["message"]
+    assert records[2]["error"]["code"] == "not_found"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "64")  # as Lambda sets it
+    two = batch(good_keys()[:2])
+    two["Items"][1]["Size"] = 17 * MIB  # over 64 MB / (2 x 2) = 16 MiB
+    records = bulk.BatchRunner(settings, client=s3).run(two)["records"]
+    assert "error" not in records[0] and records[1]["error"]["code"] == "too_large"
 
 
 def test_the_model_is_loaded_once_per_version(runner: bulk.BatchRunner) -> None:

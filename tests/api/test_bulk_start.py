@@ -1,6 +1,7 @@
-"""`make bulk` (tools/bulk_start.py) against moto's CloudFormation and Step Functions: it reads
-the stack's outputs, refuses an input outside the input prefix in one line, and starts an
-execution whose input is what the state machine reads (`input_prefix`, `model_version`)."""
+"""`make bulk` (tools/bulk_start.py) against moto's CloudFormation, Step Functions and S3: it
+reads the stack's outputs, refuses an input outside the input prefix or a model the stage's
+registry does not publish as a version in one line, and starts an execution whose input is what
+the state machine reads (`input_prefix`, `model_version`)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,22 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.conftest import tiny_fields
 from tools import bulk_start
+from wastesort.registry import Registry
+from wastesort.registry.s3 import S3Store
 
 STACK = "wastesort-test"
 BUCKET = "wastesort-test-bulk"
 ROLE = "arn:aws:iam::123456789012:role/bulk"
+MODELS = "wastesort-test-models"
+VERSION = "v20261124-9f46740a"
 
 
 @pytest.fixture
-def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A moto AWS with the stage's stack (its bulk outputs) and a state machine."""
+def session(monkeypatch: pytest.MonkeyPatch, tiny_int8: Any, tmp_path: Any) -> Iterator[Any]:
+    """A moto AWS with the stage's stack (its bulk and registry outputs), a state machine and
+    a registry publishing `VERSION` behind `production`."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -33,10 +40,18 @@ def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         machine = aws.client("stepfunctions").create_state_machine(
             name="bulk", definition=json.dumps({"StartAt": "P", "States": {}}), roleArn=ROLE
         )["stateMachineArn"]
+        s3 = aws.client("s3")
+        s3.create_bucket(
+            Bucket=MODELS, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        registry = Registry(S3Store(f"s3://{MODELS}/registry", client=s3), cache_dir=tmp_path)
+        registry.publish(tiny_int8, version=VERSION, aliases=["production"], **tiny_fields())
         outputs = {
             "BulkStateMachineArn": machine,
             "BulkInputUri": f"s3://{BUCKET}/input/",
             "BulkResultsUri": f"s3://{BUCKET}/results/",
+            "RegistryBucket": MODELS,
+            "RegistryPrefix": "registry",
         }
         template = {
             "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
@@ -52,7 +67,7 @@ def test_starts_an_execution_and_says_where_results_land(
     session: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = bulk_start.main(
-        [f"s3://{BUCKET}/input/season-2026", "v20261124-9f46740a", "--stack", STACK],
+        [f"s3://{BUCKET}/input/season-2026", VERSION, "--stack", STACK],
         session=session,
     )
     out = capsys.readouterr().out
@@ -61,7 +76,7 @@ def test_starts_an_execution_and_says_where_results_land(
     started = session.client("stepfunctions").describe_execution(executionArn=arn)
     assert json.loads(started["input"]) == {
         "input_prefix": "input/season-2026/",
-        "model_version": "v20261124-9f46740a",
+        "model_version": VERSION,
     }
     assert f"results:   s3://{BUCKET}/results/<map run id>/" in out
 
@@ -74,6 +89,8 @@ def test_starts_an_execution_and_says_where_results_land(
         (["s3:/bucket/input/", "v1"], "names no bucket"),
         ([f"s3://{BUCKET}/input/job/", "../v1"], "not a version id"),
         ([f"s3://{BUCKET}/input/job/", "v1", "--stack", "wastesort-nope"], "cannot read stack"),
+        ([f"s3://{BUCKET}/input/job/", "production"], f"is an alias (now {VERSION})"),
+        ([f"s3://{BUCKET}/input/job/", "v20990101-00000000"], "no version 'v20990101-00000000'"),
     ],
 )
 def test_a_bad_job_is_one_line_and_exit_2(

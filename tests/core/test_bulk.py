@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, moto_bucket
+from tests.conftest import ROOT, SAMPLES, moto_bucket, sample_bytes, tiny_fields
+from wastesort import cli as wastesort_cli
 from wastesort.bulk import classify_many, list_items, parse_s3, read_done
 from wastesort.errors import ModelError, WastesortError
+from wastesort.registry import GoldenSample, Registry
 
 BUCKET = "wastesort-test-bulk"
 ALL_SAMPLES = sorted(str(p) for p in SAMPLES.rglob("*.jpg"))
@@ -105,14 +107,31 @@ def test_an_s3_prefix_on_moto(registry_dir: Path):
 
 def test_read_done_cuts_a_torn_last_line(tmp_path: Path):
     out = tmp_path / "out.jsonl"
-    assert read_done(out) == {}
-    good = [{"path": "a.jpg", "decision": "glass"}, {"path": "b.jpg", "error": {"code": "x"}}]
+    assert read_done(out) == ({}, None)
+    good = [
+        {"path": "a.jpg", "decision": "glass", "model_version": "v1"},
+        {"path": "b.jpg", "error": {"code": "x"}},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in good)
     out.write_text(text + '{"path": "c.jp')
-    assert read_done(out) == {"a.jpg": False, "b.jpg": True}
+    assert read_done(out) == ({"a.jpg": False, "b.jpg": True}, "v1")
     assert out.read_text() == text  # appending now starts on a fresh line
     out.write_text(text + "garbage\n" + text)
     with pytest.raises(WastesortError, match="line 3 is not a record"):
+        read_done(out)
+
+
+def test_read_done_a_later_line_for_a_path_wins_and_one_version_only(tmp_path: Path):
+    out = tmp_path / "out.jsonl"
+    lines = [
+        {"path": "a.jpg", "error": {"code": "unreadable"}},
+        {"path": "a.jpg", "decision": "glass", "model_version": "v1"},
+    ]
+    out.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert read_done(out) == ({"a.jpg": False}, "v1")
+    with out.open("a") as file:
+        file.write(json.dumps({"path": "b.jpg", "model_version": "v2"}) + "\n")
+    with pytest.raises(WastesortError, match="mixes models v1, v2"):
         read_done(out)
 
 
@@ -163,6 +182,62 @@ def test_cli_workers_and_out_match_the_in_process_run(registry_dir: Path, tmp_pa
     assert again.returncode == 1  # the file still holds a failed image
     assert "0 images classified" in again.stderr
     assert len(lines_of(out)) == 2 * len(ALL_SAMPLES) + 1  # nothing redone
+
+
+def classify_main(*args: str) -> int:
+    """The CLI in this process (small runs classify in-process: no worker pool)."""
+    return wastesort_cli.main(["classify", *args])
+
+
+def test_resume_refuses_another_model_version(
+    registry_dir: Path, tiny_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    registry = Registry.from_uri(registry_dir, cache_dir=tmp_path / "cache")
+    golden = [GoldenSample("glass.jpg", sample_bytes("glass"), "glass")]
+    registry.publish(tiny_int8, version="tiny-2", golden=golden, **tiny_fields())
+    out = tmp_path / "out.jsonl"
+    images = ALL_SAMPLES[:2]
+    assert classify_main(*images, "--model", str(registry_dir), "--out", str(out)) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    registry.promote("production", "tiny-2", force=True)  # the alias moves after the first run
+    for model in (f"{registry_dir}@tiny-2", str(registry_dir)):  # another --model, the alias
+        assert classify_main(*images, "--model", model, "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert "model tiny-1 but this run's model is tiny-2; use another --out" in err
+    assert out.read_bytes() == before  # nothing appended
+    assert classify_main(*images, "--model", f"{registry_dir}@tiny-1", "--out", str(out)) == 0
+    assert out.read_bytes() == before  # the same version resumes: nothing to redo
+
+
+def test_retry_failed_redoes_error_records_and_the_later_line_wins(
+    registry_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(ALL_SAMPLES[0], folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not yet a jpeg")
+    out = tmp_path / "out.jsonl"
+    model = ["--model", str(registry_dir), "--out", str(out)]
+    assert classify_main(str(folder), *model) == 1
+    assert classify_main(str(folder), *model) == 1  # a plain re-run keeps the failure
+    assert len(lines_of(out)) == 2
+    shutil.copy(ALL_SAMPLES[1], folder / "b.jpg")  # fixed at the source
+    capsys.readouterr()
+    assert classify_main(str(folder), *model, "--retry-failed") == 0
+    assert "1 images classified" in capsys.readouterr().err
+    records = lines_of(out)
+    assert [r["path"] for r in records] == [str(folder / n) for n in ("a.jpg", "b.jpg", "b.jpg")]
+    assert "error" in records[1] and "predicted_class" in records[2]
+    assert read_done(out).errors == {str(folder / "a.jpg"): False, str(folder / "b.jpg"): False}
+    assert classify_main(str(folder), *model, "--retry-failed") == 0  # nothing left to redo
+    assert len(lines_of(out)) == 3
+
+
+def test_retry_failed_needs_out(registry_dir: Path, capsys: pytest.CaptureFixture[str]):
+    assert classify_main(ALL_SAMPLES[0], "--model", str(registry_dir), "--retry-failed") == 2
+    assert "--retry-failed needs --out" in capsys.readouterr().err
 
 
 def live_in_group(group: int) -> list[int]:

@@ -3,7 +3,10 @@ reader that lists only the window's hour folders, on a folder and on (moto) S3."
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,6 +234,70 @@ def test_round_trip_on_s3_finds_every_source_without_walking_them():
         assert one[0]["embedding"] == [0.25] * 32
 
 
+class SlowStore(LocalStore):
+    """A store whose reads take a while and count how many run at once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.gets = 0
+
+    def get(self, key: str) -> bytes:
+        with self.lock:
+            self.running += 1
+            self.gets += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.02)
+        try:
+            return super().get(key)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def _many_objects(store: RegistryStore) -> None:
+    for i in range(24):
+        at = T0 + timedelta(minutes=5 * i)
+        _write(store, "api" if i % 3 else "bin-7", at, [_record(at, f"v{i}")])
+
+
+def test_reader_fetches_objects_on_a_bounded_pool_in_the_same_order(tmp_path: Path):
+    store = SlowStore(tmp_path)
+    _many_objects(store)
+    until = T0 + timedelta(hours=3)
+    one = [r["model_version"] for r in records.read_records(store, since=T0, until=until)]
+    assert store.most == 1 and len(one) == 24
+    store.most = 0
+    many = [
+        r["model_version"] for r in records.read_records(store, since=T0, until=until, threads=4)
+    ]
+    assert many == one  # oldest hour first, each source's objects in key order
+    assert 1 < store.most <= 4
+
+
+def test_reader_stops_when_asked_and_says_the_window_is_partial(tmp_path: Path):
+    store = SlowStore(tmp_path)
+    _many_objects(store)
+    stats = records.ReadStats()
+    asked = itertools.count()
+    got = list(
+        records.read_records(
+            store,
+            since=T0,
+            until=T0 + timedelta(hours=3),
+            stats=stats,
+            threads=4,
+            stop=lambda: next(asked) >= 6,  # asked once before each object is fetched
+        )
+    )
+    assert stats.partial and stats.objects == 6 == len(got) == store.gets
+    whole = records.ReadStats()
+    assert len(list(records.read_records(store, since=T0, stats=whole, stop=lambda: False))) == 24
+    assert not whole.partial
+
+
 # --- `wastesort drift --current` on records ------------------------------------------------------
 
 
@@ -287,5 +354,7 @@ def test_drift_cli_on_records_says_what_is_wrong_with_exit_2(
     assert "no records of tiny-2" in err and "(it holds v9)" in err
     assert main([*args, "--since", "yesterday-ish"]) == 2
     assert "is not a time" in capsys.readouterr().err
+    assert main([*args, "--since", "99999999d"]) == 2  # before year 1: no OverflowError
+    assert "'99999999d' is not a time" in capsys.readouterr().err
     assert main([*args, "--until", "3d"]) == 2  # a window with nothing in it
     assert "no records of tiny-2" in capsys.readouterr().err

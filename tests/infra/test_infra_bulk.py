@@ -234,6 +234,7 @@ def test_limits_and_buckets_come_from_context(variant: dict, tmp_path: Path) -> 
         ("bulk_timeout_s", "600"),  # longer than an EXPRESS child may live
         ("bulk_tolerated_failure_percent", "101"),
         ("bulk_input_bucket", "Not_A_Bucket"),
+        ("bulk_batch_size", "200"),  # 200 objects in 1024 MB: 2.6 MiB each, under a photo
     ],
 )
 def test_a_bad_bulk_setting_stops_synth_naming_the_key(
@@ -241,6 +242,12 @@ def test_a_bad_bulk_setting_stops_synth_naming_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=key):
         InfraConfig.from_context({**context, key: value})
+
+
+def test_bulk_memory_for_its_batch_size_is_accepted(context: dict[str, Any]) -> None:
+    bigger = {**context, "bulk_batch_size": "200", "bulk_memory_mb": "1600"}
+    config = InfraConfig.from_context(bigger)
+    assert (config.bulk_batch_size, config.bulk_memory_mb) == (200, 1600)
 
 
 def test_cdk_json_keeps_the_result_writer_flag() -> None:

@@ -31,6 +31,7 @@ def test_the_alarm_set(template: Template) -> None:
         "stale-devices",
         "drift-watch-errors",
         "rollout-aborted",  # the rollout check's: tests/infra/test_infra_rollout.py
+        "rollout-check-errors",
     }
 
 

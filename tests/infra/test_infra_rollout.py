@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
-from conftest import synth
 from infra_testlib import only, statements
 
 from functions.rollout import names as n
+from tests.infra.conftest import synth
 
 
 def _function(template: Template) -> tuple[str, dict[str, Any]]:
@@ -81,6 +81,25 @@ def test_an_abort_alarms_on_the_stage_topic(template: Template) -> None:
             "Namespace": "Wastesort",
             "Threshold": 1,
             "Dimensions": Match.array_with([{"Name": n.DIM_ALIAS, "Value": "production"}]),
+            "AlarmActions": Match.any_value(),
+        },
+    )
+
+
+def test_a_failed_check_alarms_on_the_stage_topic(template: Template) -> None:
+    """A run that fails (settings, AccessDenied, a conflict) leaves the rollout unguarded."""
+    function_id, _ = _function(template)
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "AlarmName": "wastesort-test-rollout-check-errors",
+            "MetricName": "Errors",
+            "Namespace": "AWS/Lambda",
+            "Statistic": "Sum",
+            "Period": 15 * 60,
+            "Threshold": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function_id}}],
             "AlarmActions": Match.any_value(),
         },
     )
