@@ -31,13 +31,28 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
+def _share(value: float | None) -> str:
+    return NONE if value is None else f"{value:.0%}"
+
+
 def _cell(value: Any, width: int = 0) -> str:
     text = NONE if value is None or value == "" else str(value)
     text = " ".join(text.split())  # an error's newlines would break the table
     return text if not width or len(text) <= width else text[: width - 1] + "…"
 
 
-COLUMNS = ("device", "version", "runtime", "delegate", "queue", "age", "stale", "drift", "error")
+COLUMNS = (
+    "device",
+    "version",
+    "runtime",
+    "delegate",
+    "queue",
+    "age",
+    "stale",
+    "drift",
+    "unsure",
+    "error",
+)
 
 
 def render(fleet: dict[str, Any]) -> str:
@@ -53,6 +68,7 @@ def render(fleet: dict[str, Any]) -> str:
             _age(r["age_s"]),
             "STALE" if r["stale"] else "ok",
             _cell(r["drift"]),
+            _share(r["uncertain_share"]),
             _cell(r["last_error"], 48),
         )
         for r in fleet["devices"]

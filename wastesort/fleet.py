@@ -129,7 +129,8 @@ def _drift(beat: dict[str, Any]) -> str | None:
 
 
 def device_row(device: str, beat: dict[str, Any], now: float, stale_s: float) -> dict[str, Any]:
-    """One device's line: what it serves, on what, its backlog, its last error, its age."""
+    """One device's line: what it serves, on what, its backlog, its last error, its age, its
+    drift verdict and its share of `uncertain` decisions (a dirty camera shows there first)."""
     model, telemetry = _section(beat, "model"), _section(beat, "telemetry")
     runtime = model.get("runtime") if isinstance(model.get("runtime"), dict) else {}
     at = beat.get("at")
@@ -147,6 +148,7 @@ def device_row(device: str, beat: dict[str, Any], now: float, stale_s: float) ->
         "age_s": round(age, 1) if age is not None else None,
         "stale": age is None or age > stale_s,
         "drift": _drift(beat),
+        "uncertain_share": device_signals(beat)["uncertain_share"],
     }
 
 

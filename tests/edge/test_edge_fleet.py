@@ -61,6 +61,8 @@ def beat_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, send) -> None:
         health.provide("telemetry", lambda d=depth: {"depth": d, "recorded": 9, "uploaded": 9})
         if drift is not None:
             health.provide("drift", lambda d=drift: d)
+        if device == "bin-1":  # what edge/records.py provides
+            health.provide("uncertain_share", lambda: 0.25)
         if error:
             health.error(error)
         health.beat(send)
@@ -107,6 +109,8 @@ def check_fleet(fleet: dict) -> None:
     assert rows["bin-3"]["age_s"] > HOUR
     assert rows["bin-10"]["version"] is None
     assert not rows["bin-1"]["stale"]
+    assert rows["bin-1"]["uncertain_share"] == 0.25
+    assert rows["bin-2"]["uncertain_share"] is None
 
 
 def test_a_folder_of_heartbeats(tmp_path, monkeypatch, capsys):
@@ -126,8 +130,11 @@ def test_a_folder_of_heartbeats(tmp_path, monkeypatch, capsys):
         "age",
         "stale",
         "drift",
+        "unsure",
         "error",
     ]
+    bin1 = next(line for line in lines if line.startswith("bin-1 "))
+    assert " 25% " in bin1
     bin3 = next(line for line in lines if line.startswith("bin-3 "))
     assert "v1" in bin3 and "STALE" in bin3 and "drift" in bin3 and "registry unreachable" in bin3
     assert "  v2: 2  (expected)  bin-1, bin-2" in table
@@ -172,6 +179,7 @@ def test_json_shape(tmp_path, monkeypatch, capsys):
         "age_s",
         "stale",
         "drift",
+        "uncertain_share",
     }
 
 
