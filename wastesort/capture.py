@@ -222,19 +222,7 @@ class CaptureStore:
                 a request path waits for a capture write, and must not wait long.
         """
         if uri.startswith("s3://"):
-            client = None
-            if timeout_s is not None:
-                import boto3  # noqa: PLC0415
-                from botocore.config import Config  # noqa: PLC0415
-
-                config = Config(
-                    connect_timeout=timeout_s,
-                    read_timeout=timeout_s,
-                    # total: the first attempt included (botocore's `max_attempts` counts retries)
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                )
-                client = boto3.client("s3", config=config)
-            return cls(S3Store(uri, client=client))
+            return cls(S3Store(uri, timeout_s=timeout_s))  # its client is built on first use
         if "://" in uri and not uri.startswith("file://"):
             raise CaptureError(f"captures go to a folder or s3://bucket/prefix, not {uri!r}")
         from wastesort.registry.local import LocalStore  # noqa: PLC0415

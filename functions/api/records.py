@@ -25,12 +25,10 @@ from functions.api import observability as obs
 from functions.api.metric_names import METRIC_RECORD_FAILURES, METRIC_RECORDS_DROPPED
 from wastesort.capture import API_SOURCE, CaptureStore
 from wastesort.records import RecordBatcher, make_record
-from wastesort.registry.s3 import S3Store
 from wastesort.registry.store import RegistryStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-    from pathlib import Path
+    from collections.abc import Iterable
 
     from starlette.background import BackgroundTasks
 
@@ -75,7 +73,9 @@ class Recorder:
             return
         try:  # nothing is reached: a bad URI turns recording off, loudly
             if store is None:
-                store = _open(self.uri, settings.capture_timeout_s)
+                # on S3 the store's bounded client is built at the first write, so recording
+                # adds no S3 client to a cold start
+                store = CaptureStore.from_uri(self.uri, timeout_s=settings.capture_timeout_s).store
             self.batcher = RecordBatcher(
                 store,
                 API_SOURCE,
@@ -138,48 +138,3 @@ class Recorder:
             obs.record_count(METRIC_RECORD_FAILURES, version or "unknown", failures)
         if dropped:
             obs.record_count(METRIC_RECORDS_DROPPED, version or "unknown", dropped)
-
-
-def _open(uri: str, timeout_s: float) -> RegistryStore:
-    """A folder now; S3 checked now (a bucket named) and opened at the first write, so the
-    record store adds no S3 client to a cold start."""
-    if uri.startswith("s3://"):
-        S3Store(uri)  # raises for a URI that names no bucket; builds no client
-        return _Deferred(uri, timeout_s)
-    return CaptureStore.from_uri(uri).store
-
-
-class _Deferred(RegistryStore):
-    """The record store on S3, opened on first use with the capture store's bounded client
-    (short timeouts, one attempt)."""
-
-    def __init__(self, uri: str, timeout_s: float) -> None:
-        self.uri = uri
-        self._timeout_s = timeout_s
-        self._store: RegistryStore | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def inner(self) -> RegistryStore:
-        with self._lock:
-            if self._store is None:
-                self._store = CaptureStore.from_uri(self.uri, timeout_s=self._timeout_s).store
-            return self._store
-
-    def read_manifest(self) -> tuple[bytes, str] | None:
-        return self.inner.read_manifest()
-
-    def write_manifest(self, data: bytes, *, expected_etag: str | None) -> None:
-        self.inner.write_manifest(data, expected_etag=expected_etag)
-
-    def put_new(self, key: str, source: bytes | Path) -> bool:
-        return self.inner.put_new(key, source)
-
-    def get(self, key: str) -> bytes:
-        return self.inner.get(key)
-
-    def list(self, prefix: str = "", start_after: str = "") -> Iterator[str]:
-        return self.inner.list(prefix, start_after)
-
-    def download(self, key: str, dest: Path) -> None:
-        self.inner.download(key, dest)

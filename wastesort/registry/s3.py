@@ -7,6 +7,7 @@ refuses with 412 whatever would lose an update or overwrite a written object.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,7 +26,15 @@ def error_code(exc: Exception) -> str:
 
 
 class S3Store(RegistryStore):
-    def __init__(self, uri: str, *, client: Any = None) -> None:
+    def __init__(self, uri: str, *, client: Any = None, timeout_s: float | None = None) -> None:
+        """The store under `uri` (`s3://bucket/prefix`).
+
+        Args:
+            client: an S3 client to use (tests); None builds one on first use, so a store that
+                is never used costs no client (and no boto3 import) at start-up.
+            timeout_s: bound that client's every call (connect and read) and make one attempt
+                only: for writes on a request path, which must not wait long.
+        """
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket:
             raise RegistryError(f"{uri!r} names no bucket (expected s3://bucket/prefix)")
@@ -33,14 +42,28 @@ class S3Store(RegistryStore):
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = client
+        self._timeout_s = timeout_s
+        self._client_lock = threading.Lock()  # boto3 clients are not built safely in parallel
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            import boto3  # noqa: PLC0415  (only registries on S3 pay for boto3)
+        with self._client_lock:
+            if self._client is None:
+                import boto3  # noqa: PLC0415  (only registries on S3 pay for boto3)
 
-            self._client = boto3.client("s3")
-        return self._client
+                if self._timeout_s is None:
+                    self._client = boto3.client("s3")
+                else:
+                    from botocore.config import Config  # noqa: PLC0415
+
+                    config = Config(
+                        connect_timeout=self._timeout_s,
+                        read_timeout=self._timeout_s,
+                        # total: the first attempt included (`max_attempts` counts retries)
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                    )
+                    self._client = boto3.client("s3", config=config)
+            return self._client
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
