@@ -82,6 +82,19 @@ class AugmentConfig(_Section):
     contrast: float = Field(0.1, ge=0, lt=1)
     white_balance: float = Field(0.0, ge=0, lt=1)
     """Max per-channel gain change (colour of the light); 0 turns it off."""
+    blur: float = Field(0.0, ge=0, le=8)
+    """Gaussian blur sigma in pixels that each image is blended towards by its own share (a
+    camera out of focus or shaken); 0 turns it off."""
+    noise: float = Field(0.0, ge=0, le=64)
+    """Max standard deviation of Gaussian sensor noise, in pixel values; 0 turns it off."""
+    jpeg_quality: int = Field(100, ge=5, le=100)
+    """Lowest JPEG quality each image is re-encoded at (drawn up to 100); 100 turns it off."""
+
+    def cache_dump(self) -> dict:
+        """The fields that shape the cached views; the camera steps only when on, so caches
+        made before they existed stay valid."""
+        off = {"blur": 0.0, "noise": 0.0, "jpeg_quality": 100}
+        return {k: v for k, v in self.model_dump().items() if off.get(k) != v}
 
 
 class PhaseConfig(_Section):

@@ -14,6 +14,7 @@ import keras
 from keras import layers, ops
 
 from training.backbones import build_backbone, cut_layer
+from training.camera import camera_steps
 from training.config import AugmentConfig, Config
 
 
@@ -141,4 +142,5 @@ def augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:
         steps.append(layers.RandomContrast(cfg.contrast, value_range=(0, 255), seed=seed + 5))
     if cfg.white_balance:
         steps.append(RandomWhiteBalance(cfg.white_balance, seed=seed + 6))
+    steps += camera_steps(cfg.blur, cfg.noise, cfg.jpeg_quality, seed=seed + 7)
     return keras.Sequential(steps, name="augment")

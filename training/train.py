@@ -263,7 +263,7 @@ def train(  # noqa: PLR0915 (the phases read best in one place)
         "backbone": cfg.model.backbone,
         "weights": cfg.model.weights,
         "alpha": cfg.model.alpha,
-        "augment": cfg.augment.model_dump(),
+        "augment": cfg.augment.cache_dump(),
         "seed": cfg.train.seed,
     }
     if cfg.composite.enabled:  # composites joined the train photos; off, the keys stay as they were
