@@ -11,9 +11,9 @@ read as they are (no re-classification), those of the model's version only: a re
 (`s3://bucket/records`, a folder with that layout, or the store above it; `wastesort.records`)
 over `--since`/`--until` (default: the last 24 hours) and optionally one `--source` (`api`, a
 device id), or a bin's telemetry queue file (`telemetry.sqlite`: its most recent records).
-The baseline is the version's reference file when it has one, else `--reference FOLDER`
-classified the same way (a version without a reference file and no `--reference` is a usage
-error). Exit 0 whatever the verdict (it is a report), 2 on a usage error.
+The baseline is `--reference FOLDER` classified the same way when given, else the version's
+reference file (a version without a reference file and no `--reference` is a usage error).
+Exit 0 whatever the verdict (it is a report), 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--reference",
         type=Path,
-        help="folder of images for the baseline when the version has no reference file",
+        help="folder of images for the baseline (default: the version's reference file)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--plot", type=Path, help="write a PNG of the distributions (matplotlib)")
@@ -130,18 +130,18 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         _matplotlib()  # fail before the work, not after it
     classifier = Classifier.load(args.model)
-    if classifier.reference is not None:
-        baseline = drift.Baseline.from_reference(classifier.reference)
-        if args.reference is not None:
-            print(
-                f"wastesort: note: {classifier.version} has a reference file; "
-                f"--reference {args.reference} is not used",
-                file=sys.stderr,
-            )
-    elif args.reference is not None:
+    if args.reference is not None:  # asked for by name: it wins over the reference file
         seen = observe(classifier, args.reference)
         _warn_failed(seen.failed, args.reference)
         baseline = drift.Baseline.from_window(seen.window, classifier.labels, f"{args.reference}")
+        if classifier.reference is not None:
+            print(
+                f"wastesort: note: the baseline is --reference {args.reference}, not the "
+                f"reference file of {classifier.version}",
+                file=sys.stderr,
+            )
+    elif classifier.reference is not None:
+        baseline = drift.Baseline.from_reference(classifier.reference)
     else:
         raise _usage(
             f"model {classifier.version} has no reference file: give --reference FOLDER "

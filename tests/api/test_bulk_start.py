@@ -22,7 +22,7 @@ STACK = "wastesort-test"
 BUCKET = "wastesort-test-bulk"
 ROLE = "arn:aws:iam::123456789012:role/bulk"
 MODELS = "wastesort-test-models"
-VERSION = "v20261124-9f46740a"
+VERSION = "v20261206-e7841cfe"
 
 
 @pytest.fixture

@@ -236,13 +236,14 @@ def test_cli_same_photos_ok_darkened_photos_drift(
     assert code == 0
     assert moved["verdict"] == "drift"
     assert moved["tests"]["image_stats"]["verdict"] == "drift"
-    assert moved["tests"]["embedding_mmd"]["verdict"] == "skipped"
+    assert moved["tests"]["embedding_mmd"]["verdict"] != "skipped"  # the bundled model embeds
     if plotting:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["drift", "--model", str(ROOT / "models"), "--current", str(SAMPLES)]) == 2
+    unreferenced = f"{ROOT / 'models'}@v20261124-9f46740a"  # a version with no reference file
+    assert main(["drift", "--model", unreferenced, "--current", str(SAMPLES)]) == 2
     assert "no reference file" in capsys.readouterr().err
     missing = tmp_path / "nothing"
     args = ["drift", "--model", str(ROOT / "models"), "--current", str(missing)]
@@ -278,10 +279,8 @@ def test_cli_uses_the_versions_reference_file(
     referenced: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     args = ["drift", "--model", str(referenced), "--json", "--current"]
-    assert main([*args, str(SAMPLES), "--reference", str(tmp_path)]) == 0
-    out, err = capsys.readouterr()
-    same = json.loads(out)
-    assert "is not used" in err
+    assert main([*args, str(SAMPLES)]) == 0
+    same = json.loads(capsys.readouterr().out)
     assert same["baseline"].startswith("reference file")
     assert same["verdict"] == "ok"
     assert same["tests"]["embedding_mmd"]["verdict"] == "ok"
@@ -290,3 +289,10 @@ def test_cli_uses_the_versions_reference_file(
     moved = json.loads(capsys.readouterr().out)
     assert moved["verdict"] == "drift"
     assert moved["tests"]["embedding_mmd"]["p_value"] < 0.01
+    # A folder asked for by name wins over the reference file, and says so.
+    assert main([*args, str(SAMPLES), "--reference", str(SAMPLES)]) == 0
+    out, err = capsys.readouterr()
+    chosen = json.loads(out)
+    assert "not the reference file of tiny-2" in err
+    assert chosen["baseline"] == str(SAMPLES)
+    assert chosen["tests"]["class_scores"]["verdict"] != "skipped"  # per-image scores: a folder

@@ -42,14 +42,21 @@ def _named_outputs() -> dict[str, OutputSpec]:
     }
 
 
-def test_bundled_manifest_reads_and_writes_back_unchanged_as_schema_1(old_reader: ModuleType):
+def test_bundled_manifest_reads_and_writes_back_unchanged_as_schema_2(old_reader: ModuleType):
+    """The bundled production model embeds (it carries a reference file), so the bundled
+    registry is schema 2: today's reader refuses it clearly, the older entries keep their
+    schema-1 signatures."""
     raw = (ROOT / "models" / "manifest.json").read_bytes()
     manifest = Manifest.parse(raw)
     assert manifest.dumps() == raw
-    assert manifest.required_schema() == 1
-    old_reader.Manifest.parse(manifest.dumps())
+    production = manifest.resolve("production")
+    assert manifest.schema_needs() == {f"version {production.version}": ["outputs", "reference"]}
+    assert production.reference is not None
+    with pytest.raises(old_reader.UnsupportedSchemaError, match="schema_version 2 is not"):
+        old_reader.Manifest.parse(raw)
     for entry in manifest.versions.values():  # signatures over schema-1 entries stay valid
-        assert {"outputs", "reference"}.isdisjoint(json.loads(entry.signing_payload()))
+        if entry.version != production.version:
+            assert {"outputs", "reference"}.isdisjoint(json.loads(entry.signing_payload()))
 
 
 def test_one_output_publish_keeps_a_schema_1_registry_schema_1(

@@ -125,4 +125,5 @@ def test_the_default_config_publishes_a_challenger_judged_against_production():
     assert [(s.name, s.role) for s in cfg.data.sources] == [
         ("trashnet", "train"),
         ("realwaste-sample", "eval"),
+        ("drinking-waste", "train"),
     ]

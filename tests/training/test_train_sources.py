@@ -49,6 +49,7 @@ def test_data_dir_sets_the_trashnet_source_of_a_config_with_several(tmp_path: Pa
     assert [(s.name, s.role) for s in cfg.data.sources] == [
         ("trashnet", "train"),
         ("realwaste-sample", "eval"),
+        ("drinking-waste", "train"),
     ]
     assert cfg.data.source("trashnet").dir == tmp_path
     with pytest.raises(ConfigError, match=r"data\.dir names the 'trashnet' source"):
