@@ -9,7 +9,7 @@ CHALLENGER ?= models@candidate
 COMPARE_ARGS ?=
 .PHONY: train train-quick compare mlflow-ui
 
-train: $(STAMP)  ## train the default config (Lite0, ~17 min on 2 CPU cores); a challenger that wins is published as candidate
+train: $(STAMP)  ## train the default config (Lite0, TrashNet + drinking-waste, ~12 min on 2 CPU cores); a challenger that wins is published as candidate
 	$(PY) -m training run --config training/configs/default.yaml data.dir=$(DATA_DIR) $(TRAIN_ARGS)
 
 train-quick: $(STAMP)  ## a quick end-to-end training run (<10 min), publishes nothing
