@@ -1,7 +1,7 @@
 # make targets for bulk classification in the cloud (infra/constructs/bulk.py, functions/bulk)
 # Upload the images under the stage's BulkInputUri (a stack output) first, e.g.
 #   aws s3 sync photos/ s3://<BulkBucket>/input/season-2026/
-#   make bulk INPUT=s3://<BulkBucket>/input/season-2026/ MODEL=v20261124-9f46740a STAGE=prod
+#   make bulk INPUT=s3://<BulkBucket>/input/season-2026/ MODEL=v20261206-e7841cfe STAGE=prod
 INPUT ?=
 BULK_ARGS ?=
 .PHONY: bulk

@@ -17,7 +17,9 @@ import tensorflow as tf
 from keras import layers
 
 
-def _batched(images: tf.Tensor) -> tuple[tf.Tensor, bool]:
+def _batched(images) -> tuple[tf.Tensor, bool]:
+    """Float pixels with a batch axis (any input dtype), and whether one image came in."""
+    images = tf.cast(images, tf.float32)
     single = images.shape.rank == 3
     return (images[None] if single else images), single
 
@@ -25,7 +27,7 @@ def _batched(images: tf.Tensor) -> tuple[tf.Tensor, bool]:
 class RandomBlur(layers.Layer):
     """Blends each image towards its Gaussian blur (`sigma` pixels) by its own share in [0, 1).
 
-    One fixed separable kernel with reflected borders, so it stays cheap inside tf.data; the
+    One fixed separable kernel with mirrored borders, so it stays cheap inside tf.data; the
     per-image share runs from sharp to fully blurred.
     """
 
@@ -41,12 +43,12 @@ class RandomBlur(layers.Layer):
     def call(self, images, training: bool = True):
         if not training:
             return images
-        x, single = _batched(tf.convert_to_tensor(images, tf.float32))
-        r = self.radius
+        x, single = _batched(images)
+        r, channels = self.radius, x.shape[-1]
         k = tf.constant(self.taps, tf.float32)
-        padded = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="REFLECT")
-        rows = tf.tile(tf.reshape(k, (-1, 1, 1, 1)), (1, 1, 3, 1))
-        cols = tf.tile(tf.reshape(k, (1, -1, 1, 1)), (1, 1, 3, 1))
+        padded = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC")  # no dark rim
+        rows = tf.tile(tf.reshape(k, (-1, 1, 1, 1)), (1, 1, channels, 1))
+        cols = tf.tile(tf.reshape(k, (1, -1, 1, 1)), (1, 1, channels, 1))
         blurred = tf.nn.depthwise_conv2d(padded, rows, (1, 1, 1, 1), "VALID")
         blurred = tf.nn.depthwise_conv2d(blurred, cols, (1, 1, 1, 1), "VALID")
         share = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), 0, 1, seed=self.generator)
@@ -66,7 +68,7 @@ class RandomNoise(layers.Layer):
     def call(self, images, training: bool = True):
         if not training:
             return images
-        x, single = _batched(tf.convert_to_tensor(images, tf.float32))
+        x, single = _batched(images)
         n = tf.shape(x)[0]
         scale = keras.random.uniform((n, 1, 1, 1), 0, self.stddev, seed=self.generator)
         noise = scale * keras.random.normal(tf.shape(x), seed=self.generator)
@@ -86,7 +88,7 @@ class RandomJpeg(layers.Layer):
     def call(self, images, training: bool = True):
         if not training:
             return images
-        x, single = _batched(tf.convert_to_tensor(images, tf.float32))
+        x, single = _batched(images)
         n = tf.shape(x)[0]
         quality = keras.random.randint((n,), self.min_quality, 101, seed=self.generator)
 

@@ -94,7 +94,7 @@ class AugmentConfig(_Section):
         """The fields that shape the cached views; the camera steps only when on, so caches
         made before they existed stay valid."""
         off = {"blur": 0.0, "noise": 0.0, "jpeg_quality": 100}
-        return {k: v for k, v in self.model_dump().items() if off.get(k) != v}
+        return {k: v for k, v in self.model_dump().items() if k not in off or off[k] != v}
 
 
 class PhaseConfig(_Section):

@@ -34,6 +34,7 @@ def test_each_step_changes_images_in_range_per_image_and_is_off_outside_training
     np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
     single = np.asarray(layer(x[0], training=True))  # one HWC image works too
     assert single.shape == x[0].shape
+    assert np.asarray(layer(x.astype(np.uint8), training=True)).dtype == np.float32  # any dtype
 
 
 def test_blur_keeps_the_mean_and_flat_images_and_softens_edges():

@@ -154,8 +154,8 @@ def test_compare_refuses_unknown_sources_and_labels(tmp_path: Path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (ROOT.parent / "shared" / "data" / "trashnet").is_dir(),
-    reason="needs ../shared/data/trashnet",
+    not all((ROOT.parent / "shared" / "data" / n).is_dir() for n in ("trashnet", "drinking-waste")),
+    reason="needs ../shared/data/trashnet and drinking-waste (the challenger's train sources)",
 )
 def test_compare_on_the_challengers_own_held_out_split(monkeypatch, capsys):
     """No --config: the challenger's recorded data section, so the TrashNet test split it was
