@@ -17,14 +17,27 @@ import tensorflow as tf
 from keras import layers
 
 
-def _batched(images) -> tuple[tf.Tensor, bool]:
-    """Float pixels with a batch axis (any input dtype), and whether one image came in."""
-    images = tf.cast(images, tf.float32)
-    single = images.shape.rank == 3
-    return (images[None] if single else images), single
+class _PerImage(layers.Layer):
+    """A seeded training-only step over a batch of float pixels; one HWC image works too, and
+    any input dtype. Subclasses implement `transform` on (N, H, W, C) float32."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training: bool = True):
+        if not training:
+            return images
+        x = tf.cast(images, tf.float32)
+        single = x.shape.rank == 3
+        out = self.transform(x[None] if single else x)
+        return out[0] if single else out
+
+    def transform(self, x: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
 
 
-class RandomBlur(layers.Layer):
+class RandomBlur(_PerImage):
     """Blends each image towards its Gaussian blur (`sigma` pixels) by its own share in [0, 1).
 
     One fixed separable kernel with mirrored borders, so it stays cheap inside tf.data; the
@@ -32,18 +45,13 @@ class RandomBlur(layers.Layer):
     """
 
     def __init__(self, sigma: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         self.sigma = sigma
-        self.generator = keras.random.SeedGenerator(seed)
-        radius = max(1, math.ceil(2 * sigma))
-        taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
+        self.radius = max(1, math.ceil(2 * sigma))
+        taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-self.radius, self.radius + 1)]
         self.taps = [t / sum(taps) for t in taps]
-        self.radius = radius
 
-    def call(self, images, training: bool = True):
-        if not training:
-            return images
-        x, single = _batched(images)
+    def transform(self, x: tf.Tensor) -> tf.Tensor:
         r, channels = self.radius, x.shape[-1]
         k = tf.constant(self.taps, tf.float32)
         padded = tf.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC")  # no dark rim
@@ -52,43 +60,33 @@ class RandomBlur(layers.Layer):
         blurred = tf.nn.depthwise_conv2d(padded, rows, (1, 1, 1, 1), "VALID")
         blurred = tf.nn.depthwise_conv2d(blurred, cols, (1, 1, 1, 1), "VALID")
         share = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), 0, 1, seed=self.generator)
-        out = x + share * (blurred - x)
-        return out[0] if single else out
+        return x + share * (blurred - x)
 
 
-class RandomNoise(layers.Layer):
+class RandomNoise(_PerImage):
     """Adds Gaussian sensor noise whose standard deviation, per image, is drawn from
     [0, `stddev`] (in pixel values), then clips to [0, 255]."""
 
     def __init__(self, stddev: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         self.stddev = stddev
-        self.generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training: bool = True):
-        if not training:
-            return images
-        x, single = _batched(images)
+    def transform(self, x: tf.Tensor) -> tf.Tensor:
         n = tf.shape(x)[0]
         scale = keras.random.uniform((n, 1, 1, 1), 0, self.stddev, seed=self.generator)
         noise = scale * keras.random.normal(tf.shape(x), seed=self.generator)
-        out = tf.clip_by_value(x + noise, 0, 255)
-        return out[0] if single else out
+        return tf.clip_by_value(x + noise, 0, 255)
 
 
-class RandomJpeg(layers.Layer):
+class RandomJpeg(_PerImage):
     """Re-encodes each image as a JPEG of its own quality in [`min_quality`, 100]: the blocks
     and smeared colour of a bin camera's small files."""
 
     def __init__(self, min_quality: int, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed, **kwargs)
         self.min_quality = min_quality
-        self.generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training: bool = True):
-        if not training:
-            return images
-        x, single = _batched(images)
+    def transform(self, x: tf.Tensor) -> tf.Tensor:
         n = tf.shape(x)[0]
         quality = keras.random.randint((n,), self.min_quality, 101, seed=self.generator)
 
@@ -98,8 +96,7 @@ class RandomJpeg(layers.Layer):
             return tf.cast(tf.image.adjust_jpeg_quality(pixels, q), tf.float32)
 
         out = tf.map_fn(one, (x, tf.cast(quality, tf.int32)), fn_output_signature=tf.float32)
-        out = tf.ensure_shape(out, x.shape)
-        return out[0] if single else out
+        return tf.ensure_shape(out, x.shape)
 
 
 def camera_steps(blur: float, noise: float, jpeg_quality: int, seed: int) -> list[layers.Layer]:
