@@ -163,7 +163,7 @@ def classify_item(
 
 
 def classify_many(
-    model: str | None,
+    model: str | Classifier | None,
     items: Sequence[str],
     *,
     workers: int = 1,
@@ -173,7 +173,8 @@ def classify_many(
     """One `to_record` dict per item (in the items' order; `"path"` is the item string).
 
     Args:
-        model: anything `Classifier.load` accepts; None is the bundled `production`.
+        model: anything `Classifier.load` accepts; None is the bundled `production`; or a
+            loaded `Classifier`, used as it is (in this process: it cannot go with workers).
         items: local file paths and `s3://bucket/key` URIs (`list_items` makes them).
         workers: 1 classifies in this process; more start that many worker processes, each
             loading the model once, pinned to the version resolved here, so an alias that
@@ -186,12 +187,15 @@ def classify_many(
         ModelError: the model cannot be loaded (before any item is classified).
         WastesortError: a worker process died (the records yielded so far stand).
     """
-    # With workers, the fork server's imports start now, beside this process's own.
-    context = _pool_context() if workers > 1 and len(items) > 0 else None
     from wastesort.classifier import Classifier  # noqa: PLC0415
 
+    loaded = isinstance(model, Classifier)
+    if loaded and workers > 1:
+        raise ValueError("workers load the model themselves: give its URI, not a Classifier")
+    # With workers, the fork server's imports start now, beside this process's own.
+    context = _pool_context() if workers > 1 and len(items) > 0 else None
     if context is None:
-        classifier = Classifier.load(model, num_threads=threads)
+        classifier = model if loaded else Classifier.load(model, num_threads=threads)
         reader = ItemReader()
         for item in items:
             yield classify_item(classifier, reader, item, top_k)

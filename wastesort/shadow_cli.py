@@ -183,12 +183,14 @@ def build(
     """
     from wastesort.classifier import Classifier  # noqa: PLC0415
 
-    classes = {*Classifier.load(champion).labels, *Classifier.load(challenger).labels}
-    photos = find_photos(captures, sorted(classes))
+    models = [Classifier.load(uri) for uri in (champion, challenger)]  # each loaded once
+    photos = find_photos(captures, sorted({*models[0].labels, *models[1].labels}))
     if not photos.items:
         raise usage_error(f"no images in {captures}")
+    # In this process the loaded models classify; workers load their own from the URI.
     records = [
-        list(classify_many(uri, photos.items, workers=workers)) for uri in (champion, challenger)
+        list(classify_many(clf if workers == 1 else uri, photos.items, workers=workers))
+        for clf, uri in zip(models, (champion, challenger), strict=True)
     ]
     return _report(records[0], records[1], photos, worst), photos
 

@@ -60,6 +60,16 @@ def test_workers_give_the_records_of_the_in_process_run(registry_dir: Path):
     assert all(len(r["all_confidences"]) == 3 for r in pooled)
 
 
+def test_a_loaded_classifier_runs_in_process_and_cannot_go_with_workers(registry_dir: Path):
+    from wastesort import Classifier
+
+    loaded = Classifier.load(str(registry_dir))
+    items = ALL_SAMPLES[:4]
+    assert list(classify_many(loaded, items)) == list(classify_many(str(registry_dir), items))
+    with pytest.raises(ValueError, match="give its URI"):
+        next(classify_many(loaded, items, workers=2))
+
+
 def test_bad_and_missing_items_become_error_records(registry_dir: Path, tmp_path: Path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
