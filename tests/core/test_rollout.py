@@ -18,12 +18,12 @@ import pytest
 from tests.conftest import tiny_fields
 from tests.core.test_cli import cli
 from wastesort.errors import RegistryError
-from wastesort.manifest import Manifest
 from wastesort.registry import Registry
 from wastesort.registry.rollout import (
     SCHEMA_EXPLANATION,
     Thresholds,
     bucket,
+    describe,
     evaluate,
     in_cohort,
     run_check,
@@ -107,12 +107,26 @@ def test_rollout_gives_the_cohort_the_new_version_and_everyone_else_the_stable_o
 
 
 def test_explicit_cohort_members_get_the_new_version_whatever_their_hash(two: Registry):
-    two.promote("production", "tiny-2", rollout=10, force=True)
+    two.promote("production", "tiny-2", rollout=10, force=True, pilots=[OUT, OUT])
+    assert two.resolve("production", OUT).version == "tiny-2"
+    assert two.resolve("production").version == "tiny-1"  # still no device id: the stable one
+    assert two.history("production")[-1][1].reason == f"rollout 10% (stable tiny-1), pilots {OUT}"
+    two.promote("production", "tiny-2", rollout=20, pilots=["bin-pilot", OUT])  # widening adds
+    rollout = two.manifest().aliases["production"].rollout
+    assert rollout is not None and rollout.cohorts == [OUT, "bin-pilot"]
+    assert "2 pilot device(s)" in describe(rollout)
+    with pytest.raises(RegistryError, match="pilot devices go with a rollout"):
+        two.promote("production", "tiny-2", pilots=["bin-pilot"])
 
-    def pilot(manifest: Manifest) -> None:
-        manifest.aliases["production"].rollout.cohorts.append(OUT)
 
-    two.update(pilot)
+def test_cli_pilot_devices(two: Registry, registry_dir: Path):
+    reg = ("registry", "--registry", str(registry_dir))
+    alone = cli(*reg, "promote", "production", "tiny-2", "--pilot", OUT)
+    assert alone.returncode == 2 and "pilot devices go with a rollout" in alone.stderr
+    started = cli(*reg, "promote", "production", "tiny-2", "--rollout", "10", "--force",
+                  "--pilot", OUT, "--pilot", "bin-c")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "10% of devices and 2 pilot device(s) since" in started.stdout
     assert two.resolve("production", OUT).version == "tiny-2"
 
 

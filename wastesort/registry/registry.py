@@ -329,15 +329,19 @@ class Registry:
         reason: str | None = None,
         rollout: float | None = None,
         force: bool = False,
+        pilots: Sequence[str] = (),
     ) -> Manifest:
         """Point `alias` at `version`, recording who moved it from where. With `rollout` (a
-        percentage) only that share of devices gets it first; 100 completes the rollout;
-        `force` starts a first one on a schema-1 registry (`wastesort.registry.rollout.stage`)."""
+        percentage) only that share of devices gets it first, and the `pilots` device ids
+        whatever their share; 100 completes the rollout; `force` starts a first one on a
+        schema-1 registry (`wastesort.registry.rollout.stage`)."""
+        if pilots and rollout is None:
+            raise RegistryError("pilot devices go with a rollout", code="rollout_refused")
         who = by or actor()
 
         def change(m: Manifest) -> None:
             staged = rollout is not None and stage(
-                m, alias, version, rollout, by=who, reason=reason, force=force
+                m, alias, version, rollout, by=who, reason=reason, force=force, pilots=pilots
             )
             if not staged:
                 _move(m, alias, version, by=who, action="promote", reason=reason)

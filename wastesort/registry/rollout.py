@@ -23,6 +23,8 @@ from wastesort.fleet import DEFAULT_STALE_MINUTES, device_row, device_signals
 from wastesort.manifest import DEFAULT_ALIAS, Alias, AliasEvent, Manifest, Rollout, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from wastesort.registry.registry import Registry
 
 BUCKETS = 10_000
@@ -73,8 +75,10 @@ def stage(
     by: str,
     reason: str | None = None,
     force: bool = False,
+    pilots: Sequence[str] = (),
 ) -> bool:
-    """Start, widen or complete a rollout of `version` on `alias` (in place).
+    """Start, widen or complete a rollout of `version` on `alias` (in place). `pilots` are
+    device ids in the cohort whatever their hash (`Rollout.cohorts`; a widening adds them).
 
     Returns:
         False when this is a plain move (100 % with no rollout in progress): the caller moves
@@ -104,7 +108,12 @@ def stage(
     why = f": {reason}" if reason else ""
     came_from = state.version
     if rollout is None:
-        state.rollout = Rollout(stable_version=came_from, percent=percent, started_at=utcnow())
+        state.rollout = Rollout(
+            stable_version=came_from,
+            percent=percent,
+            cohorts=list(dict.fromkeys(pilots)),
+            started_at=utcnow(),
+        )
         state.version = version
         note = f"rollout {percent:g}% (stable {came_from})"
     elif percent >= 100:
@@ -113,6 +122,9 @@ def stage(
     else:
         note = f"rollout {rollout.percent or 0:g}% -> {percent:g}%"
         rollout.percent = percent
+        rollout.cohorts = list(dict.fromkeys([*rollout.cohorts, *pilots]))
+    if pilots and percent < 100:
+        note += f", pilots {', '.join(dict.fromkeys(pilots))}"
     event = AliasEvent(
         by=by, action="promote", from_version=came_from, to_version=version, reason=note + why
     )
@@ -152,9 +164,10 @@ def rollback_target(
 
 
 def describe(rollout: Rollout) -> str:
-    """`10% of devices since <time>, stable v1`."""
+    """`10% of devices [and 2 pilot devices] since <time>, stable v1`."""
     since = f" since {rollout.started_at.isoformat()}" if rollout.started_at else ""
-    return f"{rollout.percent or 0:g}% of devices{since}, stable {rollout.stable_version}"
+    pilots = f" and {len(rollout.cohorts)} pilot device(s)" if rollout.cohorts else ""
+    return f"{rollout.percent or 0:g}% of devices{pilots}{since}, stable {rollout.stable_version}"
 
 
 def _refused(message: str) -> RegistryError:

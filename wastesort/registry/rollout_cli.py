@@ -48,6 +48,13 @@ def add_promote_options(promote: argparse.ArgumentParser) -> None:
         "id); 100 completes a rollout in progress",
     )
     promote.add_argument(
+        "--pilot",
+        action="append",
+        default=[],
+        metavar="DEVICE_ID",
+        help="with --rollout: this device gets the version whatever its hash (repeat for more)",
+    )
+    promote.add_argument(
         "--force",
         action="store_true",
         help="start a first rollout although the registry is still schema 1 (devices that "
@@ -84,7 +91,12 @@ def add_parser(actions: Any) -> None:
 def promote(args: argparse.Namespace, registry: Registry) -> int:
     """`registry promote`: move the alias (staged with `--rollout`) and say where it is."""
     manifest = registry.promote(
-        args.alias, args.version, reason=args.reason, rollout=args.rollout, force=args.force
+        args.alias,
+        args.version,
+        reason=args.reason,
+        rollout=args.rollout,
+        force=args.force,
+        pilots=args.pilot,
     )
     print(f"{args.alias} -> {args.version}" + rollout_note(manifest.aliases[args.alias]))
     return EXIT_OK
