@@ -1,11 +1,12 @@
-"""What a bin's camera does to a photo, as training augmentation: blur, sensor noise, JPEG.
+"""What the light and a bin's camera do to a photo, as training augmentation: white balance,
+blur, sensor noise, JPEG.
 
-TrashNet's studio photos are sharp, clean and saved at high quality; a camera in a bin is often
-a little out of focus or shaken, noisy in the dark and saves small JPEGs. Colour temperature and
-exposure are `white_balance` and `brightness`/`contrast` in `training.model.augmenter`; these
-three complete the camera (issue 34's fifth lever). Each image gets its own strength, from none
-to the configured most, so the model also keeps seeing clean photos. Pixels are float in
-[0, 255]; every step is the identity outside training.
+TrashNet's studio photos are sharp, clean, lit one way and saved at high quality; a camera in a
+bin sees other light, is often a little out of focus or shaken, noisy in the dark and saves
+small JPEGs. Exposure is `brightness`/`contrast` in `training.model.augmenter`; blur, noise and
+JPEG are issue 34's fifth lever. Each image gets its own strength, from none to the configured
+most, so the model also keeps seeing clean photos. Pixels are float in [0, 255]; every step is
+the identity outside training.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ class _PerImage(layers.Layer):
 
     def transform(self, x: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
+
+
+class RandomWhiteBalance(_PerImage):
+    """Scales each colour channel by its own gain drawn from [1 - factor, 1 + factor].
+
+    That is what the colour of the light does to a photo (a warm lamp raises red and lowers
+    blue); brightness and contrast move all three channels together and do not cover it.
+    """
+
+    def __init__(self, factor: float, seed: int | None = None, **kwargs):
+        super().__init__(seed, **kwargs)
+        self.factor = factor
+
+    def transform(self, x: tf.Tensor) -> tf.Tensor:
+        shape = (tf.shape(x)[0], 1, 1, x.shape[-1])
+        gain = keras.random.uniform(shape, 1 - self.factor, 1 + self.factor, seed=self.generator)
+        return tf.clip_by_value(x * gain, 0, 255)
 
 
 class RandomBlur(_PerImage):

@@ -93,8 +93,11 @@ class AugmentConfig(_Section):
     def cache_dump(self) -> dict:
         """The fields that shape the cached views; the camera steps only when on, so caches
         made before they existed stay valid."""
-        off = {"blur": 0.0, "noise": 0.0, "jpeg_quality": 100}
-        return {k: v for k, v in self.model_dump().items() if k not in off or off[k] != v}
+        fields = type(self).model_fields
+        camera = ("blur", "noise", "jpeg_quality")  # off at their defaults
+        return {
+            k: v for k, v in self.model_dump().items() if k not in camera or v != fields[k].default
+        }
 
 
 class PhaseConfig(_Section):

@@ -14,7 +14,7 @@ import keras
 from keras import layers, ops
 
 from training.backbones import build_backbone, cut_layer
-from training.camera import camera_steps
+from training.camera import RandomWhiteBalance, camera_steps
 from training.config import AugmentConfig, Config
 
 
@@ -92,28 +92,6 @@ def with_embedding(model: keras.Model) -> keras.Model:
     )
     tta = any(layer.name == "tta_mean" for layer in model.layers)
     return assemble(backbone, head, tta_flip=tta, embedding=True)
-
-
-class RandomWhiteBalance(layers.Layer):
-    """Scales each colour channel by its own gain drawn from [1 - factor, 1 + factor].
-
-    That is what the colour of the light does to a photo (a warm lamp raises red and lowers
-    blue); brightness and contrast move all three channels together and do not cover it.
-    """
-
-    def __init__(self, factor: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = factor
-        self.generator = keras.random.SeedGenerator(seed)
-
-    def call(self, images, training: bool = True):
-        if not training:
-            return images
-        batch = ops.shape(images)[:-3]
-        gain = keras.random.uniform(
-            (*batch, 1, 1, 3), 1 - self.factor, 1 + self.factor, seed=self.generator
-        )
-        return ops.clip(images * gain, 0, 255)
 
 
 def augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential:

@@ -106,12 +106,13 @@ def stage(
     if rollout is None and manifest.schema_version < 2 and not force:
         raise _refused(SCHEMA_EXPLANATION)
     why = f": {reason}" if reason else ""
+    pilots = list(dict.fromkeys(pilots))  # in order, each once
     came_from = state.version
     if rollout is None:
         state.rollout = Rollout(
             stable_version=came_from,
             percent=percent,
-            cohorts=list(dict.fromkeys(pilots)),
+            cohorts=pilots,
             started_at=utcnow(),
         )
         state.version = version
@@ -124,7 +125,7 @@ def stage(
         rollout.percent = percent
         rollout.cohorts = list(dict.fromkeys([*rollout.cohorts, *pilots]))
     if pilots and percent < 100:
-        note += f", pilots {', '.join(dict.fromkeys(pilots))}"
+        note += f", pilots {', '.join(pilots)}"
     event = AliasEvent(
         by=by, action="promote", from_version=came_from, to_version=version, reason=note + why
     )
